@@ -1,0 +1,98 @@
+package conf
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/wechatconf/wechatconf/store"
+)
+
+// AccessToken returns a valid access token (the seed's .access_token),
+// granting or loading one if needed. When the local copy is fresh it costs
+// no lock, no allocation and no I/O.
+func (c *Conf) AccessToken(ctx context.Context) (string, error) {
+	item, err := c.creds[AccessToken].get(ctx)
+	return item.Value, err
+}
+
+// JSAPITicket returns a valid JS-SDK ticket (the seed's .jsapi_ticket).
+func (c *Conf) JSAPITicket(ctx context.Context) (string, error) {
+	item, err := c.creds[JSAPITicket].get(ctx)
+	return item.Value, err
+}
+
+// WXCardTicket returns a valid card ticket (getticket?type=wx_card).
+func (c *Conf) WXCardTicket(ctx context.Context) (string, error) {
+	item, err := c.creds[WXCardTicket].get(ctx)
+	return item.Value, err
+}
+
+// Credential returns a valid credential of kind with its expiry.
+func (c *Conf) Credential(ctx context.Context, kind Kind) (store.Item, error) {
+	if !kind.valid() {
+		return store.Item{}, fmt.Errorf("conf: unknown kind %d", int(kind))
+	}
+	return c.creds[kind].get(ctx)
+}
+
+// GetAccessToken returns a valid access token with its expiry, for callers
+// that cache it themselves (the seed's get_access_token).
+func (c *Conf) GetAccessToken(ctx context.Context) (store.Item, error) {
+	return c.creds[AccessToken].get(ctx)
+}
+
+// GetJSAPITicket returns a valid jsapi ticket with its expiry (the seed's
+// get_jsapi_ticket).
+func (c *Conf) GetJSAPITicket(ctx context.Context) (store.Item, error) {
+	return c.creds[JSAPITicket].get(ctx)
+}
+
+// GrantAccessToken grants a new access token now, whatever the store holds,
+// stores it and returns WeChat's decoded answer (the seed's
+// grant_access_token). It still takes the store's lease, so it never races
+// another node's grant. Day to day there is no need to call it: the Conf
+// refreshes by itself. With WithStableToken it asks for the stable token
+// without force_refresh, which returns the current one while it is valid.
+func (c *Conf) GrantAccessToken(ctx context.Context) (*TokenResponse, error) {
+	_, raw, err := c.creds[AccessToken].force(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return raw.(*TokenResponse), nil
+}
+
+// GrantJSAPITicket grants a new jsapi ticket now, stores it and returns
+// WeChat's decoded answer (the seed's grant_jsapi_ticket).
+func (c *Conf) GrantJSAPITicket(ctx context.Context) (*TicketResponse, error) {
+	return c.grantTicket(ctx, JSAPITicket)
+}
+
+// GrantWXCardTicket grants a new card ticket now, like GrantJSAPITicket.
+func (c *Conf) GrantWXCardTicket(ctx context.Context) (*TicketResponse, error) {
+	return c.grantTicket(ctx, WXCardTicket)
+}
+
+func (c *Conf) grantTicket(ctx context.Context, kind Kind) (*TicketResponse, error) {
+	_, raw, err := c.creds[kind].force(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return raw.(*TicketResponse), nil
+}
+
+// Invalidate reports that WeChat rejected value, a credential of kind
+// (errcode 40001, 40014 or 42001), and returns a valid replacement. It is
+// compare-then-refresh: under the store's lease, a new credential is granted
+// only if the store still holds the rejected one; if another node already
+// replaced it, theirs is used. Concurrent reports of the same value make one
+// refresh.
+func (c *Conf) Invalidate(ctx context.Context, kind Kind, value string) (string, error) {
+	if !kind.valid() {
+		return "", fmt.Errorf("conf: unknown kind %d", int(kind))
+	}
+	if value == "" {
+		return "", fmt.Errorf("conf: Invalidate %s: empty value", kind)
+	}
+	item, err := c.creds[kind].slow(ctx, value)
+	return item.Value, err
+}

@@ -1,0 +1,320 @@
+package conf
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/wechatconf/wechatconf/store"
+)
+
+// Defaults. The margin and the re-read interval are chosen together; see
+// WithMargin and WithReread for the reasons.
+const (
+	DefaultMargin      = 3 * time.Minute
+	DefaultReread      = time.Minute
+	DefaultLeaseTTL    = 30 * time.Second
+	DefaultHTTPTimeout = 10 * time.Second
+)
+
+// Option configures a Conf in New.
+type Option func(*config) error
+
+// RefreshFunc returns a valid credential from somewhere other than WeChat:
+// the Python seed's access_token_refreshfunc, for business nodes that must
+// never grant. See WithRefreshFunc.
+type RefreshFunc func(ctx context.Context) (store.Item, error)
+
+type config struct {
+	token, appID, appSecret string
+	mode                    string
+	aesKey                  string
+	store                   store.Store
+	client                  *http.Client
+	bases                   []string
+	stable                  bool
+	margin, reread          time.Duration
+	leaseTTL                time.Duration
+	maxWait                 time.Duration
+	logger                  *slog.Logger
+	observer                func(Event)
+	now                     func() time.Time
+	refreshOnly             bool
+	refresh                 [numKinds]RefreshFunc
+	seeds                   [numKinds]store.Item
+	busyRetries             int
+	busyBackoff             time.Duration
+	rotationGrace           time.Duration
+}
+
+func defaults() config {
+	return config{
+		mode:          "safe",
+		bases:         DefaultBaseURLs,
+		margin:        DefaultMargin,
+		reread:        DefaultReread,
+		leaseTTL:      DefaultLeaseTTL,
+		logger:        slog.New(slog.DiscardHandler),
+		now:           time.Now,
+		busyRetries:   3,
+		busyBackoff:   200 * time.Millisecond,
+		rotationGrace: 10 * time.Minute,
+	}
+}
+
+// WithToken sets the Token from the WeChat console's developer settings,
+// used to sign server messages.
+func WithToken(token string) Option {
+	return func(c *config) error { c.token = token; return nil }
+}
+
+// WithAppID sets the AppID and AppSecret. Both are needed to grant an access
+// token; the AppID alone also names the app's keys in the store, which is
+// enough for a refresh-only node.
+func WithAppID(appID, appSecret string) Option {
+	return func(c *config) error { c.appID, c.appSecret = appID, appSecret; return nil }
+}
+
+// WithEncryptMode sets the message encryption mode: "normal" (plaintext),
+// "compatible" or "safe" (the default, as in the Python seed).
+func WithEncryptMode(mode string) Option {
+	return func(c *config) error { c.mode = mode; return nil }
+}
+
+// WithEncodingAESKey sets the 43-character EncodingAESKey from the console.
+func WithEncodingAESKey(key string) Option {
+	return func(c *config) error { c.aesKey = key; return nil }
+}
+
+// WithStore shares credentials through s (Redis, Memcached, PostgreSQL,
+// bbolt, or any store.Store). Without it a Conf keeps them in memory, which
+// is right only for a single process.
+func WithStore(s store.Store) Option {
+	return func(c *config) error {
+		if s == nil {
+			return fmt.Errorf("conf: WithStore: nil store")
+		}
+		c.store = s
+		return nil
+	}
+}
+
+// WithHTTPClient sets the client used to call WeChat: for a proxy, custom
+// TLS roots or tests. The default verifies TLS and times out after
+// DefaultHTTPTimeout. Unlike the Python seed's checkssl=False default,
+// certificate checks are never off unless the given client turns them off.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(c *config) error {
+		if hc == nil {
+			return fmt.Errorf("conf: WithHTTPClient: nil client")
+		}
+		c.client = hc
+		return nil
+	}
+}
+
+// WithBaseURLs sets the WeChat API hosts, tried in order: a network failure
+// or HTTP 5xx on one moves to the next. The default is DefaultBaseURLs.
+func WithBaseURLs(urls ...string) Option {
+	return func(c *config) error {
+		if len(urls) == 0 {
+			return fmt.Errorf("conf: WithBaseURLs: no URL given")
+		}
+		bases := make([]string, 0, len(urls))
+		for _, s := range urls {
+			u, err := url.Parse(s)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" {
+				return fmt.Errorf("conf: WithBaseURLs: %q is not an http(s) base URL", s)
+			}
+			bases = append(bases, trimSlash(s))
+		}
+		c.bases = bases
+		return nil
+	}
+}
+
+func trimSlash(s string) string {
+	for len(s) > 0 && s[len(s)-1] == '/' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// WithStableToken grants access tokens through /cgi-bin/stable_token instead
+// of /cgi-bin/token. Stable tokens are a family apart: a grant does not
+// invalidate the classic token other systems may use, and repeated calls
+// return the same token while it is valid. A forced refresh (which WeChat
+// limits to 20 a day, 30 s apart) is made only when WeChat rejected the
+// token the platform keeps returning.
+func WithStableToken() Option {
+	return func(c *config) error { c.stable = true; return nil }
+}
+
+// WithMargin sets how long before its expiry a credential counts as stale
+// and is refreshed. The Python seed uses 60 s, which suits one process. With
+// many nodes the default, DefaultMargin (3 min), is longer so that (a) every
+// node re-reads the store (DefaultReread, 1 min) and sees the new grant
+// before its own copy goes stale, so only the lease holder grants; (b) a slow
+// grant or a lease held by a crashed node (DefaultLeaseTTL, 30 s) still
+// finishes before the old token dies; and it stays under 5 min so that a
+// stable token, which WeChat rolls 5 min before its expiry, is never stale
+// on arrival.
+func WithMargin(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("conf: WithMargin: negative margin %v", d)
+		}
+		c.margin = d
+		return nil
+	}
+}
+
+// WithReread sets how often a node re-reads the store even when its local
+// copy looks fresh. WeChat keeps the previous token valid about five minutes
+// after a new grant; a node must notice a grant made elsewhere (another
+// node, an operator, a forced refresh) within that window. The default is
+// DefaultReread (1 min).
+func WithReread(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("conf: WithReread: interval must be positive, got %v", d)
+		}
+		c.reread = d
+		return nil
+	}
+}
+
+// WithLeaseTTL sets how long the store lease that guards a grant lasts. A
+// grant must finish within it (the grant's context is bounded by it), and a
+// crashed holder blocks other nodes for at most this long.
+func WithLeaseTTL(d time.Duration) Option {
+	return func(c *config) error {
+		if d < time.Second {
+			return fmt.Errorf("conf: WithLeaseTTL: %v is under one second", d)
+		}
+		c.leaseTTL = d
+		return nil
+	}
+}
+
+// WithMaxWait bounds how long a call waits for another node's grant, or for
+// a refresh-only node to find a credential, when the caller's context has
+// no deadline of its own. The default is twice the lease TTL.
+func WithMaxWait(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("conf: WithMaxWait: must be positive, got %v", d)
+		}
+		c.maxWait = d
+		return nil
+	}
+}
+
+// WithBusyRetries sets how many times a "system busy" (errcode -1) answer is
+// retried, with exponential backoff from initial. The default is 3 retries
+// from 200 ms.
+func WithBusyRetries(n int, initial time.Duration) Option {
+	return func(c *config) error {
+		if n < 0 || initial <= 0 {
+			return fmt.Errorf("conf: WithBusyRetries: need n >= 0 and a positive backoff, got %d, %v", n, initial)
+		}
+		c.busyRetries, c.busyBackoff = n, initial
+		return nil
+	}
+}
+
+// WithLogger sets the logger. The default discards everything. Secrets are
+// never logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return fmt.Errorf("conf: WithLogger: nil logger")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithObserver calls fn for every Event, synchronously: keep it fast (count,
+// do not block). Use it to wire metrics.
+func WithObserver(fn func(Event)) Option {
+	return func(c *config) error { c.observer = fn; return nil }
+}
+
+// WithClock sets the clock used for every freshness decision. It exists for
+// tests that move time forward; production code leaves it alone.
+func WithClock(now func() time.Time) Option {
+	return func(c *config) error {
+		if now == nil {
+			return fmt.Errorf("conf: WithClock: nil clock")
+		}
+		c.now = now
+		return nil
+	}
+}
+
+// WithRefreshOnly makes this node a business node that never calls WeChat
+// to grant anything: it only reads the store, which a token server or
+// another node keeps fresh. This is the Python seed's refreshfunc setup
+// without a function; see WithRefreshFunc for one with.
+func WithRefreshOnly() Option {
+	return func(c *config) error { c.refreshOnly = true; return nil }
+}
+
+// WithRefreshFunc makes this node obtain credentials of kind from fn instead
+// of granting them at WeChat (the Python seed's access_token_refreshfunc and
+// jsapi_ticket_refreshfunc). What fn returns is kept in the store for the
+// node's peers.
+func WithRefreshFunc(kind Kind, fn RefreshFunc) Option {
+	return func(c *config) error {
+		if !kind.valid() {
+			return fmt.Errorf("conf: WithRefreshFunc: unknown kind %d", int(kind))
+		}
+		if fn == nil {
+			return fmt.Errorf("conf: WithRefreshFunc: nil function for %s", kind)
+		}
+		c.refresh[kind] = fn
+		return nil
+	}
+}
+
+// WithAccessToken seeds a known access token and its expiry (the Python
+// seed's access_token and access_token_expires_at parameters). It is written
+// to the store in New, where the newer item wins, so an old seed never
+// replaces a newer token.
+func WithAccessToken(value string, expiresAt time.Time) Option {
+	return withSeed(AccessToken, value, expiresAt)
+}
+
+// WithJSAPITicket seeds a known jsapi ticket and its expiry, like
+// WithAccessToken.
+func WithJSAPITicket(value string, expiresAt time.Time) Option {
+	return withSeed(JSAPITicket, value, expiresAt)
+}
+
+func withSeed(k Kind, value string, expiresAt time.Time) Option {
+	return func(c *config) error {
+		if value == "" || expiresAt.IsZero() {
+			return fmt.Errorf("conf: seed %s: need both a value and an expiry", k)
+		}
+		c.seeds[k] = store.Item{Value: value, ExpiresAt: expiresAt}
+		return nil
+	}
+}
+
+// WithKeyRotationGrace sets how long, after SetToken or SetEncodingAESKey,
+// messages signed or encrypted with the previous Token and key are still
+// accepted, so that a rotation in the WeChat console loses no message. The
+// default is 10 minutes; 0 turns it off.
+func WithKeyRotationGrace(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("conf: WithKeyRotationGrace: negative duration %v", d)
+		}
+		c.rotationGrace = d
+		return nil
+	}
+}
