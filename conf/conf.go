@@ -172,8 +172,8 @@ func (c *Conf) seed() {
 	}
 }
 
-// now is the Conf's clock.
-func (c *Conf) now() time.Time { return c.cfg.now() }
+// now is the Conf's clock. Tests move it with testing/synctest.
+func (c *Conf) now() time.Time { return time.Now() }
 
 // Store returns the store the Conf shares credentials through.
 func (c *Conf) Store() store.Store { return c.cfg.store }
@@ -210,8 +210,14 @@ func (c *Conf) update(fn func(s *settings)) error {
 	if err := s.validate(); err != nil {
 		return err
 	}
-	if s.token != old.token || s.aesKey != old.aesKey {
-		s.prevToken, s.prevAESKey, s.rotatedAt = old.token, old.aesKey, c.now()
+	// Token and key rotate independently: each remembers its own
+	// previous value, so changing one and then the other keeps the old
+	// pair whole for the grace.
+	if s.token != old.token {
+		s.prevToken, s.rotatedAt = old.token, c.now()
+	}
+	if s.aesKey != old.aesKey {
+		s.prevAESKey, s.rotatedAt = old.aesKey, c.now()
 	}
 	c.settings.Store(s)
 	return nil
@@ -275,6 +281,11 @@ func (c *Conf) Close() error {
 	c.once.Do(func() {
 		c.closed.Store(true)
 		close(c.done)
+		for k := range c.creds {
+			if p := c.creds[k].cur.Load(); p != nil {
+				p.stopTimer()
+			}
+		}
 	})
 	c.wg.Wait()
 	return nil

@@ -51,7 +51,7 @@ func (c *Conf) Crypto() (*wxcrypto.Crypto, error) {
 	cc := &s.crypto
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	inGrace := s.prevToken != "" && c.cfg.rotationGrace > 0 && c.now().Before(s.rotatedAt.Add(c.cfg.rotationGrace))
+	inGrace := (s.prevToken != "" || s.prevAESKey != "") && c.cfg.rotationGrace > 0 && c.now().Before(s.rotatedAt.Add(c.cfg.rotationGrace))
 	if cc.c != nil || cc.err != nil {
 		if !cc.withPrev || inGrace {
 			return cc.c, cc.err

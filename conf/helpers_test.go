@@ -2,9 +2,12 @@ package conf_test
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -124,3 +127,10 @@ func protected(ctx context.Context, h http.Handler, tok string) error {
 
 // httpClientNoNet answers 404 to everything, in process.
 var httpClientNoNet = http.Client{Transport: inProcess{http.NotFoundHandler()}}
+
+// wechattestSign computes the JS-SDK signature by the documented recipe,
+// independently of wxcrypto.
+func wechattestSign(ticket, nonce string, ts int64, pageURL string) string {
+	sum := sha1.Sum([]byte("jsapi_ticket=" + ticket + "&noncestr=" + nonce + "&timestamp=" + strconv.FormatInt(ts, 10) + "&url=" + pageURL))
+	return hex.EncodeToString(sum[:])
+}

@@ -41,7 +41,6 @@ type config struct {
 	maxWait                 time.Duration
 	logger                  *slog.Logger
 	observer                func(Event)
-	now                     func() time.Time
 	refreshOnly             bool
 	refresh                 [numKinds]RefreshFunc
 	seeds                   [numKinds]store.Item
@@ -58,7 +57,6 @@ func defaults() config {
 		reread:        DefaultReread,
 		leaseTTL:      DefaultLeaseTTL,
 		logger:        slog.New(slog.DiscardHandler),
-		now:           time.Now,
 		busyRetries:   3,
 		busyBackoff:   200 * time.Millisecond,
 		rotationGrace: 10 * time.Minute,
@@ -242,18 +240,6 @@ func WithLogger(l *slog.Logger) Option {
 // do not block). Use it to wire metrics.
 func WithObserver(fn func(Event)) Option {
 	return func(c *config) error { c.observer = fn; return nil }
-}
-
-// WithClock sets the clock used for every freshness decision. It exists for
-// tests that move time forward; production code leaves it alone.
-func WithClock(now func() time.Time) Option {
-	return func(c *config) error {
-		if now == nil {
-			return fmt.Errorf("conf: WithClock: nil clock")
-		}
-		c.now = now
-		return nil
-	}
 }
 
 // WithRefreshOnly makes this node a business node that never calls WeChat
