@@ -31,8 +31,9 @@ type Server struct {
 	Addr string
 
 	t    testing.TB
-	name string
-	args []string
+	name  string
+	args  []string
+	ready func() error // beyond a listening port, if the server needs it
 	cred *syscall.Credential
 	dir  string
 
@@ -86,7 +87,12 @@ func (s *Server) Start() {
 		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
 		if err == nil {
 			c.Close()
-			return
+			if s.ready == nil {
+				return
+			}
+			if err = s.ready(); err == nil {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
 			s.t.Fatalf("testserver: %s did not listen on %s: %v\n%s", s.name, s.Addr, err, out.String())
@@ -108,9 +114,9 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-func start(t testing.TB, name string, args []string, cred *syscall.Credential, dir string, addr string) *Server {
+func start(t testing.TB, name string, args []string, cred *syscall.Credential, dir string, addr string, ready func() error) *Server {
 	t.Helper()
-	s := &Server{Addr: addr, t: t, name: name, args: args, cred: cred, dir: dir}
+	s := &Server{Addr: addr, t: t, name: name, args: args, cred: cred, dir: dir, ready: ready}
 	s.Start()
 	t.Cleanup(s.Stop)
 	return s
@@ -129,7 +135,7 @@ func Redis(t testing.TB) *Server {
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", dir,
 	}
-	return start(t, bin, args, nil, dir, fmt.Sprintf("127.0.0.1:%d", port))
+	return start(t, bin, args, nil, dir, fmt.Sprintf("127.0.0.1:%d", port), nil)
 }
 
 // Memcached starts memcached on a free port.
@@ -144,7 +150,7 @@ func Memcached(t testing.TB) *Server {
 	if os.Geteuid() == 0 {
 		args = append(args, "-u", "nobody")
 	}
-	return start(t, bin, args, nil, t.TempDir(), fmt.Sprintf("127.0.0.1:%d", port))
+	return start(t, bin, args, nil, t.TempDir(), fmt.Sprintf("127.0.0.1:%d", port), nil)
 }
 
 // PostgresBinDir is where Debian's postgresql-15 package puts initdb and
@@ -201,7 +207,13 @@ func Postgres(t testing.TB) (*Server, string) {
 		"-D", data, "-p", strconv.Itoa(port), "-k", dir, "-h", "127.0.0.1",
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 	}
-	s := start(t, postgres, args, cred, dir, fmt.Sprintf("127.0.0.1:%d", port))
+	// An open port is not enough: PostgreSQL refuses connections while
+	// "the database system is starting up". pg_isready says when it is
+	// done.
+	ready := func() error {
+		return exec.Command(filepath.Join(PostgresBinDir, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "postgres").Run()
+	}
+	s := start(t, postgres, args, cred, dir, fmt.Sprintf("127.0.0.1:%d", port), ready)
 	dsn := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 	return s, dsn
 }
