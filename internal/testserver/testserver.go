@@ -30,12 +30,12 @@ type Server struct {
 	// Addr is host:port on the loopback interface.
 	Addr string
 
-	t    testing.TB
+	t     testing.TB
 	name  string
 	args  []string
 	ready func() error // beyond a listening port, if the server needs it
-	cred *syscall.Credential
-	dir  string
+	cred  *syscall.Credential
+	dir   string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
