@@ -2,7 +2,6 @@ package conf
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"sync"
 
@@ -69,17 +68,9 @@ func (c *Conf) Crypto() (*wxcrypto.Crypto, error) {
 	return cc.c, cc.err
 }
 
-// JSConfig is what a web page passes to wx.config of the JS-SDK.
-type JSConfig struct {
-	AppID     string `json:"appId"`
-	Timestamp int64  `json:"timestamp"`
-	NonceStr  string `json:"nonceStr"`
-	Signature string `json:"signature"`
-}
-
-// JSConfig signs pageURL (its #fragment is dropped) with the live jsapi
-// ticket, a fresh nonce and the current time, for the JS-SDK's wx.config.
-func (c *Conf) JSConfig(ctx context.Context, pageURL string) (*JSConfig, error) {
+// JSConfig signs pageURL (its #fragment is dropped) for the JS-SDK's
+// wx.config with the live jsapi ticket, a fresh nonce and the current time.
+func (c *Conf) JSConfig(ctx context.Context, pageURL string) (*wxcrypto.JSSDKConfig, error) {
 	if pageURL == "" {
 		return nil, fmt.Errorf("conf: JSConfig: empty page URL")
 	}
@@ -87,12 +78,6 @@ func (c *Conf) JSConfig(ctx context.Context, pageURL string) (*JSConfig, error) 
 	if err != nil {
 		return nil, err
 	}
-	nonce := rand.Text()[:16]
-	ts := c.now().Unix()
-	return &JSConfig{
-		AppID:     c.AppID(),
-		Timestamp: ts,
-		NonceStr:  nonce,
-		Signature: wxcrypto.SignJSSDK(ticket, nonce, ts, pageURL),
-	}, nil
+	cfg := wxcrypto.NewJSSDKConfig(c.AppID(), ticket, pageURL, c.now().Unix(), wxcrypto.NonceStr())
+	return &cfg, nil
 }
