@@ -1,0 +1,327 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/wechatconf/wechatconf/conf"
+	"github.com/wechatconf/wechatconf/store"
+)
+
+// Bounds of the HTTP server. A credential request may wait for another
+// node's grant (bounded by the lease), hence requestTimeout well above a
+// WeChat round trip.
+const (
+	requestTimeout    = 30 * time.Second
+	shutdownTimeout   = 10 * time.Second
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 16 << 10
+	maxInvalidateBody = 4 << 10
+)
+
+// runServe serves the HTTP API until ctx ends (SIGTERM or SIGINT), then
+// shuts down gracefully: in-flight requests finish within shutdownTimeout;
+// the Conf and the store are closed by the caller.
+func runServe(ctx context.Context, e *cmdEnv) error {
+	ln, err := net.Listen("tcp", e.o.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	h := newHandler(e.conf, e.key, e.metrics, e.log)
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      requestTimeout + 5*time.Second,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
+	}
+	addr := ln.Addr().String()
+	bases := e.apiBases
+	if len(bases) == 0 {
+		bases = conf.DefaultBaseURLs
+	}
+	e.log.Info("wechatconf: serving", "addr", addr, "appid", e.appID, "store", e.storeDesc,
+		"api_base", strings.Join(bases, ","), "stable_token", e.o.stable)
+	if e.o.dev {
+		// The one time a server key is printed: one that --dev made up
+		// for this run, against a fake WeChat. A key the user chose is
+		// never shown.
+		shown := "YOUR-KEY"
+		if e.devKey {
+			shown = e.key
+		}
+		fmt.Fprintf(e.stderr, "wechatconf: dev mode: try  curl -H 'Authorization: Bearer %s' http://%s/v1/access_token\n", shown, addr)
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	e.log.Info("wechatconf: shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		e.log.Warn("wechatconf: requests still running at the shutdown bound; closing them", "err", err.Error())
+		srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	e.log.Info("wechatconf: stopped")
+	return nil
+}
+
+// handler is the serve API. Every /v1/ path needs the bearer key;
+// /healthz and /metrics do not (they reveal no credential).
+type handler struct {
+	conf    *conf.Conf
+	keySum  [sha256.Size]byte
+	m       *metrics
+	log     *slog.Logger
+	mux     *http.ServeMux
+	timeout time.Duration
+}
+
+func newHandler(c *conf.Conf, key string, m *metrics, log *slog.Logger) *handler {
+	h := &handler{conf: c, keySum: sha256.Sum256([]byte(key)), m: m, log: log, mux: http.NewServeMux(), timeout: requestTimeout}
+	h.mux.HandleFunc("GET /v1/access_token", h.credential(conf.AccessToken))
+	h.mux.HandleFunc("GET /v1/jsapi_ticket", h.credential(conf.JSAPITicket))
+	h.mux.HandleFunc("GET /v1/wx_card_ticket", h.credential(conf.WXCardTicket))
+	h.mux.HandleFunc("GET /v1/ticket", h.ticketByType)
+	h.mux.HandleFunc("POST /v1/invalidate", h.invalidate)
+	h.mux.HandleFunc("GET /healthz", h.healthz)
+	h.mux.HandleFunc("GET /metrics", h.metrics)
+	return h
+}
+
+// metricPaths are the paths counted by name; anything else is "other", so
+// that scanners cannot blow up the metrics' cardinality.
+var metricPaths = map[string]bool{
+	"/v1/access_token": true, "/v1/jsapi_ticket": true, "/v1/wx_card_ticket": true,
+	"/v1/ticket": true, "/v1/invalidate": true, "/healthz": true, "/metrics": true,
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	if strings.HasPrefix(r.URL.Path, "/v1/") && !h.authorized(r) {
+		sw.Header().Set("WWW-Authenticate", `Bearer realm="wechatconf"`)
+		writeJSON(sw, http.StatusUnauthorized, errorResponse{Error: "missing or wrong bearer key (send Authorization: Bearer KEY)"})
+	} else {
+		h.mux.ServeHTTP(sw, r)
+	}
+	path := r.URL.Path
+	if !metricPaths[path] {
+		path = "other"
+	}
+	h.m.observeRequest(path, sw.status(), time.Since(start))
+}
+
+// authorized compares the bearer key in constant time. Both sides are
+// hashed first, so that not even the key's length leaks through timing.
+func (h *handler) authorized(r *http.Request) bool {
+	v := r.Header.Get("Authorization")
+	const scheme = "bearer "
+	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(v[len(scheme):])))
+	return subtle.ConstantTimeCompare(sum[:], h.keySum[:]) == 1
+}
+
+// credentialResponse is the answer of the credential endpoints and of
+// invalidate: the credential, when it expires (Unix seconds) and how many
+// seconds it has left.
+type credentialResponse struct {
+	AccessToken string `json:"access_token,omitempty"`
+	Ticket      string `json:"ticket,omitempty"`
+	Type        string `json:"type,omitempty"` // jsapi or wx_card, for tickets
+	ExpiresAt   int64  `json:"expires_at"`
+	ExpiresIn   int64  `json:"expires_in"`
+}
+
+type errorResponse struct {
+	Error   string `json:"error"`
+	ErrCode int    `json:"errcode,omitempty"` // WeChat's errcode, when WeChat refused
+}
+
+func (h *handler) credential(kind conf.Kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { h.serveCredential(w, r, kind) }
+}
+
+// ticketByType serves GET /v1/ticket?type=jsapi|wx_card (jsapi by default).
+func (h *handler) ticketByType(w http.ResponseWriter, r *http.Request) {
+	typ := r.URL.Query().Get("type")
+	if typ == "" {
+		typ = "jsapi"
+	}
+	kind, err := ticketKind(typ)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorResponse{Error: "type must be jsapi or wx_card"})
+		return
+	}
+	h.serveCredential(w, r, kind)
+}
+
+func (h *handler) serveCredential(w http.ResponseWriter, r *http.Request, kind conf.Kind) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	item, err := h.conf.Credential(ctx, kind)
+	if err != nil {
+		h.fail(w, r, kind, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toResponse(kind, item))
+}
+
+func toResponse(kind conf.Kind, item store.Item) credentialResponse {
+	resp := credentialResponse{ExpiresAt: item.ExpiresAt.Unix(), ExpiresIn: int64(max(time.Until(item.ExpiresAt), 0) / time.Second)}
+	switch kind {
+	case conf.AccessToken:
+		resp.AccessToken = item.Value
+	case conf.JSAPITicket:
+		resp.Ticket, resp.Type = item.Value, "jsapi"
+	default:
+		resp.Ticket, resp.Type = item.Value, "wx_card"
+	}
+	return resp
+}
+
+// invalidateRequest reports a credential WeChat rejected. Kind defaults to
+// access_token.
+type invalidateRequest struct {
+	Kind  string `json:"kind"`
+	Value string `json:"value"`
+}
+
+// invalidate serves POST /v1/invalidate: compare-then-refresh. A new
+// credential is granted only if the store still holds the rejected one; a
+// stale report gets the current credential at no cost.
+func (h *handler) invalidate(w http.ResponseWriter, r *http.Request) {
+	var req invalidateRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxInvalidateBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || dec.Decode(&struct{}{}) != io.EOF {
+		writeJSON(w, http.StatusBadRequest, errorResponse{Error: `want a JSON body {"kind":"access_token","value":"<the rejected credential>"}`})
+		return
+	}
+	kind := conf.AccessToken
+	if req.Kind != "" {
+		var ok bool
+		if kind, ok = kindByName(req.Kind); !ok {
+			writeJSON(w, http.StatusBadRequest, errorResponse{Error: "kind must be access_token, jsapi_ticket or wx_card_ticket"})
+			return
+		}
+	}
+	if req.Value == "" {
+		writeJSON(w, http.StatusBadRequest, errorResponse{Error: "value (the rejected credential) is required"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	if _, err := h.conf.Invalidate(ctx, kind, req.Value); err != nil {
+		h.fail(w, r, kind, err)
+		return
+	}
+	// The replacement is now this node's fresh copy: read it back with
+	// its expiry.
+	item, err := h.conf.Credential(ctx, kind)
+	if err != nil {
+		h.fail(w, r, kind, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toResponse(kind, item))
+}
+
+func kindByName(name string) (conf.Kind, bool) {
+	for _, k := range []conf.Kind{conf.AccessToken, conf.JSAPITicket, conf.WXCardTicket} {
+		if k.String() == name {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	h.m.write(w)
+}
+
+// fail answers an error of the library: 502 when WeChat refused or could
+// not be reached, 503 when no credential could be had in time.
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, kind conf.Kind, err error) {
+	status, code := http.StatusBadGateway, 0
+	var ae *conf.APIError
+	switch {
+	case errors.As(err, &ae):
+		code = ae.Code
+	case errors.Is(err, conf.ErrUnavailable), errors.Is(err, conf.ErrClosed),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, conf.ErrNeedParam):
+		status = http.StatusInternalServerError
+	}
+	h.log.Warn("wechatconf: request failed", "path", r.URL.Path, "kind", kind.String(), "status", status, "err", err.Error())
+	writeJSON(w, status, errorResponse{Error: describe(err), ErrCode: code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// statusWriter remembers the status code for the metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusWriter) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
+}

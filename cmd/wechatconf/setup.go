@@ -1,0 +1,338 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/wechatconf/wechatconf/conf"
+	"github.com/wechatconf/wechatconf/wechattest"
+)
+
+// cmdEnv is what a command runs with: its options, a ready Conf and the
+// resources to release at the end.
+type cmdEnv struct {
+	cmd            *command
+	o              *options
+	stdout, stderr io.Writer
+	log            *slog.Logger
+	conf           *conf.Conf
+	metrics        *metrics
+	appID          string
+	storeDesc      string   // the store URL without its password
+	apiBases       []string // the WeChat hosts in use
+	key            string   // serve: the bearer key
+	devKey         bool     // serve: the key was made up by --dev
+
+	closers []func() error // released in reverse order
+}
+
+// close releases everything setup acquired, last first, and returns the
+// first error.
+func (e *cmdEnv) close() error {
+	var first error
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		if err := e.closers[i](); err != nil && first == nil {
+			first = err
+		}
+	}
+	e.closers = nil
+	return first
+}
+
+// setup checks the configuration (every usage error is found before
+// anything starts), then starts what the command needs: the --dev fake,
+// the store (pinged), the Conf.
+func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writer, getenv func(string) string) (_ *cmdEnv, err error) {
+	if o.dev {
+		// --dev must never touch production settings by accident.
+		getenv = func(string) string { return "" }
+	}
+	e := &cmdEnv{cmd: cmd, o: o, stdout: stdout, stderr: stderr, metrics: newMetrics()}
+	defer func() {
+		if err != nil {
+			e.close()
+		}
+	}()
+
+	if err := checkCommandFlags(cmd, o); err != nil {
+		return nil, err
+	}
+	appID, secret, err := credentials(o, getenv)
+	if err != nil {
+		return nil, err
+	}
+	e.appID = appID
+	bases, err := apiBases(o, getenv)
+	if err != nil {
+		return nil, err
+	}
+	storeURL, defaultStore, err := storeLocation(o, getenv)
+	if err != nil {
+		return nil, err
+	}
+	if cmd.name == "serve" {
+		if e.key, e.devKey, err = serverKey(o, getenv); err != nil {
+			return nil, err
+		}
+	}
+	if o.timeout < 0 {
+		return nil, usagef("--timeout must not be negative, got %v", o.timeout)
+	}
+
+	e.log = newLogger(cmd, o, stderr)
+
+	if o.dev {
+		fake := wechattest.NewServer(wechattest.WithApp(appID, secret))
+		e.closers = append(e.closers, func() error { fake.Close(); return nil })
+		bases = []string{fake.URL()}
+		fmt.Fprintf(stderr, "wechatconf: dev mode: fake WeChat API at %s (AppID %s)\n", fake.URL(), appID)
+		if storeURL == "" {
+			dir, err := os.MkdirTemp("", "wechatconf-dev-")
+			if err != nil {
+				return nil, fmt.Errorf("dev mode: temporary directory: %w", err)
+			}
+			e.closers = append(e.closers, func() error { return os.RemoveAll(dir) })
+			storeURL = "bolt:" + filepath.Join(dir, "wechatconf.db")
+			fmt.Fprintf(stderr, "wechatconf: dev mode: bbolt store at %s (removed at exit)\n", strings.TrimPrefix(storeURL, "bolt:"))
+		}
+	}
+	if storeURL == "" {
+		if storeURL, err = defaultStoreURL(getenv); err != nil {
+			return nil, err
+		}
+		defaultStore = true
+	}
+	if defaultStore {
+		// Only the default location is created: a typo in a given
+		// path should fail, not make directories.
+		if err := os.MkdirAll(filepath.Dir(strings.TrimPrefix(storeURL, "bolt:")), 0o700); err != nil {
+			return nil, fmt.Errorf("store directory: %w", err)
+		}
+	}
+	e.apiBases = bases
+	e.storeDesc = redactURL(storeURL)
+
+	st, closeStore, err := openStore(ctx, storeURL)
+	if err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, closeStore)
+
+	opts := []conf.Option{
+		conf.WithAppID(appID, secret),
+		conf.WithStore(st),
+		conf.WithLogger(e.log),
+		conf.WithObserver(e.metrics.observe),
+	}
+	if len(bases) > 0 {
+		opts = append(opts, conf.WithBaseURLs(bases...))
+	}
+	if o.stable {
+		opts = append(opts, conf.WithStableToken())
+	}
+	c, err := conf.New(opts...)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	e.conf = c
+	e.closers = append(e.closers, c.Close)
+	return e, nil
+}
+
+// checkCommandFlags checks the flags that belong to one command.
+func checkCommandFlags(cmd *command, o *options) error {
+	switch cmd.name {
+	case "ticket":
+		if _, err := ticketKind(o.ticketType); err != nil {
+			return err
+		}
+	case "sign":
+		if o.pageURL == "" {
+			return usagef("--url is required: the full URL of the page that calls wx.config")
+		}
+		if err := checkPageURL(o.pageURL); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// credentials resolves the AppID and AppSecret from flags, the secret file
+// and the environment. --dev defaults to the fake's own app.
+func credentials(o *options, getenv func(string) string) (appID, secret string, err error) {
+	appID = o.appID
+	if !o.set["appid"] {
+		appID = getenv(envAppID)
+	}
+	switch {
+	case o.set["secret"] && o.set["secret-file"]:
+		return "", "", usagef("give --secret or --secret-file, not both")
+	case o.set["secret-file"]:
+		if secret, err = readSecretFile("--secret-file", o.secretFile); err != nil {
+			return "", "", err
+		}
+	case o.set["secret"]:
+		secret = o.secret
+	default:
+		secret = getenv(envSecret)
+	}
+	appID = strings.TrimSpace(appID)
+	if o.dev && appID == "" && secret == "" {
+		appID, secret = wechattest.DefaultAppID, wechattest.DefaultAppSecret
+	}
+	if appID == "" {
+		return "", "", usagef("missing AppID: give --appid or set %s", envAppID)
+	}
+	if secret == "" {
+		return "", "", usagef("missing AppSecret: give --secret-file (or --secret, or set %s)", envSecret)
+	}
+	return appID, secret, nil
+}
+
+// readSecretFile reads a secret from path. Its content never appears in an
+// error.
+func readSecretFile(flagName, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return "", usagef("%s: cannot read %q: %v", flagName, path, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", usagef("%s: %q is empty", flagName, path)
+	}
+	return s, nil
+}
+
+// apiBases resolves the WeChat API hosts; nil means the library's default.
+func apiBases(o *options, getenv func(string) string) ([]string, error) {
+	if o.dev {
+		if len(o.apiBases) > 0 {
+			return nil, usagef("--dev runs its own fake WeChat API: drop --api-base, or drop --dev")
+		}
+		return nil, nil
+	}
+	if len(o.apiBases) > 0 {
+		return o.apiBases, nil
+	}
+	bases := splitList(getenv(envAPIBase))
+	for _, b := range bases {
+		if err := checkAPIBase(b); err != nil {
+			return nil, usagef("%s: %v", envAPIBase, err)
+		}
+	}
+	return bases, nil
+}
+
+// storeLocation resolves the store URL from the flag or the environment;
+// "" means the default (the dev store with --dev).
+func storeLocation(o *options, getenv func(string) string) (u string, isDefault bool, err error) {
+	u = o.storeURL
+	if !o.set["store"] {
+		u = getenv(envStore)
+	}
+	u = strings.TrimSpace(u)
+	if u == "" {
+		return "", !o.dev, nil
+	}
+	// Find scheme mistakes now, before anything starts.
+	if _, err := storeScheme(u); err != nil {
+		return "", false, err
+	}
+	return u, false, nil
+}
+
+// defaultStoreURL is a bbolt file in the user's cache directory, so that
+// repeated `wechatconf token` runs reuse one grant.
+func defaultStoreURL(getenv func(string) string) (string, error) {
+	dir := getenv("XDG_CACHE_HOME")
+	if dir == "" || !filepath.IsAbs(dir) {
+		home := getenv("HOME")
+		if home == "" {
+			return "", usagef("no --store given and no home directory for the default one: give --store (or set %s)", envStore)
+		}
+		dir = filepath.Join(home, ".cache")
+	}
+	return "bolt:" + filepath.Join(dir, "wechatconf", "wechatconf.db"), nil
+}
+
+// serverKey resolves the bearer key of serve. --dev makes one up when none
+// is given.
+func serverKey(o *options, getenv func(string) string) (key string, generated bool, err error) {
+	switch {
+	case o.set["key"] && o.set["key-file"]:
+		return "", false, usagef("give --key or --key-file, not both")
+	case o.set["key-file"]:
+		if key, err = readSecretFile("--key-file", o.keyFile); err != nil {
+			return "", false, err
+		}
+	case o.set["key"]:
+		key = o.key
+	default:
+		key = getenv(envServerKey)
+	}
+	if key == "" {
+		if !o.dev {
+			return "", false, usagef("serve needs a key that clients send as \"Authorization: Bearer KEY\": give --key-file (or --key, or set %s), or run with --dev", envServerKey)
+		}
+		return rand.Text(), true, nil
+	}
+	if len(key) < minKeyLen {
+		return "", false, usagef("the server key is too short (%d bytes): use at least %d random characters", len(key), minKeyLen)
+	}
+	return key, false, nil
+}
+
+// newLogger logs to stderr. serve logs at info level; the one-shot commands
+// keep stderr quiet unless -v, so that their only line there is an error.
+func newLogger(cmd *command, o *options, stderr io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch {
+	case o.verbose:
+		level = slog.LevelDebug
+	case cmd.name != "serve":
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// ticketKind maps --type to a conf.Kind.
+func ticketKind(typ string) (conf.Kind, error) {
+	switch typ {
+	case "jsapi":
+		return conf.JSAPITicket, nil
+	case "wx_card":
+		return conf.WXCardTicket, nil
+	}
+	return 0, usagef("--type must be jsapi or wx_card, got %q", typ)
+}
+
+// describe turns an error into the line printed on stderr, with a hint for
+// the WeChat errcodes an operator can fix.
+func describe(err error) string {
+	var ae *conf.APIError
+	if errors.As(err, &ae) {
+		if hint := errcodeHints[ae.Code]; hint != "" {
+			return err.Error() + " (" + hint + ")"
+		}
+	}
+	return err.Error()
+}
+
+var errcodeHints = map[int]string{
+	40013: "check the AppID",
+	40125: "check the AppSecret",
+	40164: "add this machine's public IP to the IP whitelist in the WeChat console",
+	40243: "the AppSecret is frozen: unfreeze or reset it in the WeChat console",
+	45009: "the daily quota is used up; it resets at midnight China time",
+}
