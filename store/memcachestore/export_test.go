@@ -1,0 +1,8 @@
+package memcachestore
+
+// SetBeforeWrite makes s run f between each gets and the add or cas that
+// follows, so that tests can step in as a concurrent writer would.
+func SetBeforeWrite(s *Store, f func()) { s.beforeWrite = f }
+
+// Expiration exposes expiration to tests.
+var Expiration = expiration

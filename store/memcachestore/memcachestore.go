@@ -1,0 +1,384 @@
+// Package memcachestore keeps wechatconf's credentials in memcached, so that
+// every node of a deployment shares one access token and one jsapi ticket,
+// and one node at a time grants a new one.
+//
+// It takes the *memcache.Client (github.com/bradfitz/gomemcache) the
+// application already has.
+//
+// What is stored, and why:
+//
+//   - An item lives under prefix+key as one value: its expiry (Unix
+//     nanoseconds, 19 zero-padded digits) followed by its value, so no
+//     reader sees one without the other. memcached drops it when the item
+//     expires.
+//   - Set is newer-wins by compare-and-swap: gets, compare the stored expiry,
+//     then cas (or add when there is nothing stored), retrying a bounded
+//     number of times when another node wrote in between.
+//   - A lease lives beside the item, under prefix+key+":lock", taken by add
+//     with a random owner value. Unlock and Extend read the lease with gets,
+//     compare the owner, and cas it (Unlock with a negative expiration,
+//     which memcached expires at once), so a holder whose lease ran out
+//     never releases or extends the next holder's lease.
+//
+// Since leases sit beside items, do not use a key that ends in ":lock": its
+// item would share a name with another key's lease.
+//
+// Know memcached's limits before choosing it:
+//
+//   - Expiry has a one-second granularity, and memcached's clock ticks once
+//     a second, so a relative expiry of n seconds ends between n-1 and n
+//     seconds later. A lease of ttl is therefore kept ceil(ttl)+1 seconds:
+//     never less than ttl, up to two seconds more. Items carry their exact
+//     expiry and Get checks it, so an item is never returned late.
+//     Expirations are sent as relative times, capped at 30 days (memcached
+//     reads anything longer as a Unix time on its own clock): a lease or
+//     item asked for longer is kept 30 days.
+//   - memcached may evict anything under memory pressure. An evicted item is
+//     a miss, and an evicted lease lets a second node in: at worst one extra
+//     grant from WeChat, which package conf tolerates. Give memcached room,
+//     or pick Redis or PostgreSQL, if that matters.
+//   - Keys (prefix included, and ":lock" for leases) must fit memcached's
+//     rules: at most 250 bytes, no spaces or control characters. Store
+//     operations reject other keys with an error matching ErrInvalidKey.
+//   - gomemcache takes no context: ctx is checked before each round trip,
+//     and each round trip is bounded by the client's Timeout.
+//   - There is no watch: waiting nodes poll.
+package memcachestore
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/wechatconf/wechatconf/store"
+)
+
+// backend names this package in errors.
+const backend = "memcachestore"
+
+// DefaultPrefix is prepended to every key unless WithPrefix says otherwise.
+const DefaultPrefix = "wechatconf:"
+
+// lockSuffix names a key's lease record, beside the item.
+const lockSuffix = ":lock"
+
+// stampLen is the length of the expiry stamp that starts every record.
+const stampLen = 19
+
+// maxKeyLen is memcached's limit on key length.
+const maxKeyLen = 250
+
+// maxRelative is the longest relative expiration memcached accepts (30
+// days); beyond it the number is read as a Unix time. Items are kept at most
+// this long: no WeChat credential lives nearly as long.
+const maxRelative = 30 * 24 * 60 * 60
+
+// maxAttempts bounds the compare-and-swap loops. Each failed attempt means
+// another writer succeeded in between, so with n concurrent writers a Set
+// fails at most n-1 times; the bound only stops a pathological loop.
+const maxAttempts = 100
+
+// maxExpiry is the last expiry a record can hold: Unix nanoseconds in an
+// int64, early in the year 2262.
+var maxExpiry = time.Unix(0, math.MaxInt64)
+
+// ErrInvalidKey is matched (with errors.Is) by the error of an operation on
+// a key memcached cannot hold: longer than 250 bytes with the prefix (and
+// ":lock" for leases), or containing a space or a control character.
+var ErrInvalidKey = errors.New("invalid memcached key")
+
+// ErrContention is matched by the error of a Set, Unlock or Extend that
+// lost its compare-and-swap race too many times in a row (a hundred): a sign
+// that something rewrites the record in a loop.
+var ErrContention = errors.New("too many concurrent writers")
+
+// Store is a store.Store backed by memcached. Its leases implement
+// store.Extender. It holds no resources of its own: the client stays the
+// caller's. It is safe for concurrent use.
+type Store struct {
+	c      *memcache.Client
+	prefix string
+
+	// beforeWrite, when set (by tests only), runs between a gets and the
+	// add or cas that follows, where another writer may step in.
+	beforeWrite func()
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithPrefix sets the string prepended to every key, DefaultPrefix
+// ("wechatconf:") unless set. Give each deployment sharing a server its own
+// prefix. It counts towards memcached's 250-byte key limit and must not
+// contain spaces or control characters.
+func WithPrefix(p string) Option {
+	return func(s *Store) { s.prefix = p }
+}
+
+// New returns a Store that keeps items and leases in memcached through c.
+func New(c *memcache.Client, opts ...Option) *Store {
+	s := &Store{c: c, prefix: DefaultPrefix}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+var (
+	_ store.Store    = (*Store)(nil)
+	_ store.Extender = (*lease)(nil)
+)
+
+func opErr(op, key string, err error) error {
+	return &store.OpError{Backend: backend, Op: op, Key: key, Err: err}
+}
+
+// checkKey tells why full (the key as sent to memcached) is not one
+// memcached can hold, or returns nil.
+func checkKey(full string) error {
+	if len(full) > maxKeyLen {
+		return fmt.Errorf("%w: %d bytes with prefix and suffix, memcached allows %d", ErrInvalidKey, len(full), maxKeyLen)
+	}
+	for i := 0; i < len(full); i++ {
+		if c := full[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("%w: byte %#x at offset %d (spaces and control characters are not allowed)", ErrInvalidKey, c, i)
+		}
+	}
+	return nil
+}
+
+// Get returns the item under key, or store.ErrNotFound when there is none or
+// the stored one has expired. Any other error means memcached could not be
+// read; it is a *store.OpError.
+func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Item{}, opErr("get", key, err)
+	}
+	full := s.prefix + key
+	if err := checkKey(full); err != nil {
+		return store.Item{}, opErr("get", key, err)
+	}
+	mi, err := s.c.Get(full)
+	if err == memcache.ErrCacheMiss {
+		return store.Item{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Item{}, opErr("get", key, err)
+	}
+	it, err := decode(mi.Value)
+	if err != nil {
+		return store.Item{}, opErr("get", key, err)
+	}
+	if !it.ExpiresAt.After(time.Now()) {
+		return store.Item{}, store.ErrNotFound
+	}
+	return it, nil
+}
+
+// Set stores item under key unless the stored item expires later (newer
+// wins), by compare-and-swap. An item that has already expired is dropped
+// without error, and so is one that loses.
+func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
+	if err := ctx.Err(); err != nil {
+		return opErr("set", key, err)
+	}
+	full := s.prefix + key
+	if err := checkKey(full); err != nil {
+		return opErr("set", key, err)
+	}
+	left := item.ExpiresAt.Sub(time.Now())
+	if left <= 0 {
+		return nil
+	}
+	if item.ExpiresAt.After(maxExpiry) {
+		return opErr("set", key, fmt.Errorf("expiry %s is past the last one a record can hold (%s)",
+			item.ExpiresAt.UTC().Format(time.RFC3339), maxExpiry.UTC().Format(time.RFC3339)))
+	}
+	mi := &memcache.Item{Key: full, Value: encode(item), Expiration: expiration(left)}
+	for range maxAttempts {
+		if err := ctx.Err(); err != nil {
+			return opErr("set", key, err)
+		}
+		cur, err := s.c.Get(full)
+		switch {
+		case err == memcache.ErrCacheMiss:
+			if s.beforeWrite != nil {
+				s.beforeWrite()
+			}
+			err = s.c.Add(mi)
+			if err == memcache.ErrNotStored {
+				continue // someone added first: compare with theirs
+			}
+		case err != nil:
+		default:
+			if old, derr := decode(cur.Value); derr == nil && old.ExpiresAt.After(item.ExpiresAt) {
+				return nil // the stored item is newer
+			}
+			mi.CasID = cur.CasID
+			if s.beforeWrite != nil {
+				s.beforeWrite()
+			}
+			err = s.c.CompareAndSwap(mi)
+			// EXISTS: changed since gets. NOT_FOUND (gomemcache's
+			// ErrCacheMiss) or NOT_STORED: gone since gets. Look again.
+			if err == memcache.ErrCASConflict || err == memcache.ErrCacheMiss || err == memcache.ErrNotStored {
+				continue
+			}
+		}
+		if err != nil {
+			return opErr("set", key, err)
+		}
+		return nil
+	}
+	return opErr("set", key, ErrContention)
+}
+
+// Lock takes the lease on key with add, for ttl rounded up to whole seconds
+// plus one (see the package doc), or returns store.ErrLocked at once when
+// another holder's lease is live. The lease implements store.Extender.
+func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.Lease, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, opErr("lock", key, err)
+	}
+	if ttl <= 0 {
+		return nil, opErr("lock", key, fmt.Errorf("ttl %v must be positive", ttl))
+	}
+	full := s.prefix + key + lockSuffix
+	if err := checkKey(full); err != nil {
+		return nil, opErr("lock", key, err)
+	}
+	l := &lease{s: s, key: key, lockKey: full, owner: []byte(rand.Text())}
+	err := s.c.Add(&memcache.Item{Key: full, Value: l.owner, Expiration: expiration(ttl)})
+	if err == memcache.ErrNotStored {
+		return nil, store.ErrLocked
+	}
+	if err != nil {
+		return nil, opErr("lock", key, err)
+	}
+	return l, nil
+}
+
+// lease is a lease on one key, identified by its random owner value.
+type lease struct {
+	s       *Store
+	key     string
+	lockKey string
+	owner   []byte
+}
+
+// Unlock releases the lease while memcached still holds this lease's owner
+// value: gets, compare, then cas with a negative expiration, which expires
+// the record at once. If another node took the lease in between, the cas
+// fails and its lease stays. Releasing a lease that expired, was taken over
+// or was already released returns nil.
+func (l *lease) Unlock(ctx context.Context) error {
+	err := l.casOwned(ctx, -1)
+	if err == store.ErrLeaseLost {
+		return nil
+	}
+	if err != nil {
+		return opErr("unlock", l.key, err)
+	}
+	return nil
+}
+
+// Extend sets the lease's remaining time to ttl (rounded up to whole seconds
+// plus one) while it is still ours, by gets, compare and cas, or returns an
+// error matching store.ErrLeaseLost.
+func (l *lease) Extend(ctx context.Context, ttl time.Duration) error {
+	if ttl <= 0 {
+		return opErr("extend", l.key, fmt.Errorf("ttl %v must be positive", ttl))
+	}
+	if err := l.casOwned(ctx, expiration(ttl)); err != nil {
+		return opErr("extend", l.key, err)
+	}
+	return nil
+}
+
+// casOwned rewrites the lease record with expiration exp if it still holds
+// our owner value, or returns store.ErrLeaseLost.
+func (l *lease) casOwned(ctx context.Context, exp int32) error {
+	for range maxAttempts {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		cur, err := l.s.c.Get(l.lockKey)
+		if err == memcache.ErrCacheMiss {
+			return store.ErrLeaseLost
+		}
+		if err != nil {
+			return err
+		}
+		if string(cur.Value) != string(l.owner) {
+			return store.ErrLeaseLost
+		}
+		if l.s.beforeWrite != nil {
+			l.s.beforeWrite()
+		}
+		err = l.s.c.CompareAndSwap(&memcache.Item{Key: l.lockKey, Value: l.owner, Expiration: exp, CasID: cur.CasID})
+		switch err {
+		case nil:
+			return nil
+		case memcache.ErrCacheMiss, memcache.ErrNotStored:
+			return store.ErrLeaseLost // expired or evicted since gets
+		case memcache.ErrCASConflict:
+			continue // rewritten since gets (by our own Extend, or a new holder): look again
+		default:
+			return err
+		}
+	}
+	return ErrContention
+}
+
+// expiration turns a duration into memcached's expiration: whole seconds
+// rounded up, plus one for memcached's once-a-second clock tick, and never
+// more than the 30 days that memcached reads as relative.
+func expiration(d time.Duration) int32 {
+	sec := (d + time.Second - 1) / time.Second
+	if sec >= maxRelative {
+		return maxRelative
+	}
+	return int32(sec) + 1
+}
+
+// encode makes the record for it: the expiry stamp, then the value.
+// The caller has checked that the expiry is after 1970 and before maxExpiry.
+func encode(it store.Item) []byte {
+	b := make([]byte, stampLen+len(it.Value))
+	n := it.ExpiresAt.UnixNano()
+	for i := stampLen - 1; i >= 0; i-- {
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	copy(b[stampLen:], it.Value)
+	return b
+}
+
+// errMalformed says that a record under our key was not written by this
+// package: another program shares the prefix.
+var errMalformed = errors.New("malformed record (is another program writing under this prefix?)")
+
+// decode parses a record made by encode.
+func decode(rec []byte) (store.Item, error) {
+	if len(rec) < stampLen {
+		return store.Item{}, errMalformed
+	}
+	var n int64
+	for i := range stampLen {
+		c := rec[i]
+		if c < '0' || c > '9' {
+			return store.Item{}, errMalformed
+		}
+		d := int64(c - '0')
+		if n > (math.MaxInt64-d)/10 {
+			return store.Item{}, errMalformed
+		}
+		n = n*10 + d
+	}
+	return store.Item{Value: string(rec[stampLen:]), ExpiresAt: time.Unix(0, n)}, nil
+}

@@ -1,0 +1,53 @@
+package redisstore_test
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wechatconf/wechatconf/internal/testserver"
+	"github.com/wechatconf/wechatconf/store"
+	"github.com/wechatconf/wechatconf/store/redisstore"
+	"github.com/wechatconf/wechatconf/store/storetest"
+)
+
+// TestConformance runs the store contract suite against a real Redis server:
+// every store gets a fresh prefix, its peer is a second client on the same
+// prefix (another node), and the broken store's server has been killed.
+func TestConformance(t *testing.T) {
+	srv := testserver.Redis(t)
+	down := testserver.Redis(t)
+	down.Stop()
+
+	var (
+		mu       sync.Mutex
+		prefixes = map[store.Store]string{}
+	)
+	client := func(t *testing.T, addr string) *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	newStore := func(t *testing.T) store.Store {
+		p := uniquePrefix(t)
+		s := redisstore.New(client(t, srv.Addr), redisstore.WithPrefix(p))
+		mu.Lock()
+		prefixes[s] = p
+		mu.Unlock()
+		return s
+	}
+	peer := func(t *testing.T, s store.Store) store.Store {
+		mu.Lock()
+		p, ok := prefixes[s]
+		mu.Unlock()
+		if !ok {
+			t.Fatal("peer asked for a store newStore did not make")
+		}
+		return redisstore.New(client(t, srv.Addr), redisstore.WithPrefix(p))
+	}
+	broken := func(t *testing.T) store.Store {
+		return redisstore.New(client(t, down.Addr), redisstore.WithPrefix(uniquePrefix(t)))
+	}
+	storetest.Run(t, newStore, storetest.WithPeer(peer), storetest.WithBroken(broken))
+}

@@ -1,0 +1,361 @@
+// Package redisstore keeps wechatconf's credentials in Redis, so that every
+// node of a deployment shares one access token and one jsapi ticket, and one
+// node at a time grants a new one.
+//
+// It takes the client the application already has: a redis.UniversalClient
+// covers a single server, Sentinel and Cluster alike.
+//
+// What is stored, and why:
+//
+//   - An item lives under prefix+key as one string: its expiry (Unix
+//     nanoseconds, 19 zero-padded digits) followed by its value. Value and
+//     expiry are read in one GET, so no reader sees one without the other.
+//     The key carries a Redis TTL that ends at the item's expiry, so nothing
+//     lingers after WeChat stops accepting it.
+//   - Set is one Lua script that compares the stored expiry with the new one
+//     and writes only if the new item does not expire earlier (newer wins),
+//     then PUBLISHes on the key's channel so that waiting nodes wake at once
+//     (see Store.Watch).
+//   - A lease lives beside the item, under prefix+key+":lock", taken with
+//     SET NX PX and a random owner value. Unlock and Extend are Lua scripts
+//     that compare the owner before they act, so a holder whose lease ran
+//     out never releases or extends the next holder's lease.
+//
+// Since leases sit beside items, do not use a key that ends in ":lock": its
+// item would share a name with another key's lease.
+//
+// In Redis Cluster every script touches a single key, and package conf puts
+// the app's id in braces ("{wx123}:access_token"), so an app's item and lease
+// hash to one slot: keep the braces if you choose your own keys.
+//
+// Times: item expiries are compared as stored, whatever the clocks. The TTL
+// given to Redis is computed from this node's clock (the time left until the
+// item expires), not as an absolute time on the server's clock, so skew
+// between a node and the server does not shorten or stretch it. Lease TTLs
+// are counted by the Redis server.
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wechatconf/wechatconf/store"
+)
+
+// backend names this package in errors.
+const backend = "redisstore"
+
+// DefaultPrefix is prepended to every key unless WithPrefix says otherwise.
+const DefaultPrefix = "wechatconf:"
+
+// lockSuffix names a key's lease record, beside the item.
+const lockSuffix = ":lock"
+
+// stampLen is the length of the expiry stamp that starts every record.
+const stampLen = 19
+
+// maxExpiry is the last expiry a record can hold: Unix nanoseconds in an
+// int64, early in the year 2262.
+var maxExpiry = time.Unix(0, math.MaxInt64)
+
+// Store is a store.Store backed by Redis. It also implements store.Watcher,
+// and its leases implement store.Extender. A Store holds no resources of its
+// own beyond what Watch starts (and ctx stops): the client stays the
+// caller's to close. It is safe for concurrent use.
+type Store struct {
+	c        redis.UniversalClient
+	prefix   string
+	chPrefix string
+	chSet    bool
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithPrefix sets the string prepended to every key, DefaultPrefix
+// ("wechatconf:") unless set. Give each deployment sharing a server its own
+// prefix. The empty prefix is allowed. Do not put braces in it: in Redis
+// Cluster the braces in the key must decide the hash slot.
+func WithPrefix(p string) Option {
+	return func(s *Store) { s.prefix = p }
+}
+
+// WithChannelPrefix sets the string prepended to a key to name its pub/sub
+// channel, by default the key prefix (channels and keys are separate
+// namespaces in Redis, so the channel may share the item key's name). Use it
+// when Redis ACLs allow this client only certain channel patterns.
+func WithChannelPrefix(p string) Option {
+	return func(s *Store) { s.chPrefix, s.chSet = p, true }
+}
+
+// New returns a Store that keeps items and leases in Redis through c.
+func New(c redis.UniversalClient, opts ...Option) *Store {
+	s := &Store{c: c, prefix: DefaultPrefix}
+	for _, o := range opts {
+		o(s)
+	}
+	if !s.chSet {
+		s.chPrefix = s.prefix
+	}
+	return s
+}
+
+var (
+	_ store.Store    = (*Store)(nil)
+	_ store.Watcher  = (*Store)(nil)
+	_ store.Extender = (*lease)(nil)
+)
+
+// setScript writes ARGV[1] under KEYS[1] with a TTL of ARGV[2] milliseconds
+// unless the stored record's stamp is later than the new one, then
+// publishes on channel ARGV[3]. Stamps are split into seconds and
+// nanoseconds so that Lua's doubles compare them exactly. A record that
+// does not parse (not ours) is overwritten. It returns 1 when it wrote.
+var setScript = redis.NewScript(`
+local function stamp(r)
+  if type(r) ~= 'string' or string.len(r) < 19 then return nil end
+  local s = tonumber(string.sub(r, 1, 10))
+  local n = tonumber(string.sub(r, 11, 19))
+  if s == nil or n == nil then return nil end
+  return s, n
+end
+local ns, nn = stamp(ARGV[1])
+local cs, cn = stamp(redis.call('GET', KEYS[1]))
+if cs ~= nil and (cs > ns or (cs == ns and cn > nn)) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], '1')
+return 1
+`)
+
+// unlockScript deletes KEYS[1] only while it still holds owner ARGV[1].
+var unlockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// extendScript resets KEYS[1]'s TTL to ARGV[2] milliseconds only while it
+// still holds owner ARGV[1]. It returns 1 when it did.
+var extendScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`)
+
+func opErr(op, key string, err error) error {
+	return &store.OpError{Backend: backend, Op: op, Key: key, Err: err}
+}
+
+// Get returns the item under key, or store.ErrNotFound when there is none or
+// the stored one has expired by this node's clock. Any other error means
+// Redis could not be read; it is a *store.OpError.
+func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Item{}, opErr("get", key, err)
+	}
+	rec, err := s.c.Get(ctx, s.prefix+key).Result()
+	if err == redis.Nil {
+		return store.Item{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Item{}, opErr("get", key, err)
+	}
+	it, err := decode(rec)
+	if err != nil {
+		return store.Item{}, opErr("get", key, err)
+	}
+	if !it.ExpiresAt.After(time.Now()) {
+		return store.Item{}, store.ErrNotFound
+	}
+	return it, nil
+}
+
+// Set stores item under key unless the stored item expires later (newer
+// wins), in one Lua script, and then notifies watchers. An item that has
+// already expired is dropped without error, and so is one that loses.
+func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
+	if err := ctx.Err(); err != nil {
+		return opErr("set", key, err)
+	}
+	left := time.Until(item.ExpiresAt)
+	if left <= 0 {
+		return nil
+	}
+	if item.ExpiresAt.After(maxExpiry) {
+		return opErr("set", key, fmt.Errorf("expiry %s is past the last one a record can hold (%s)",
+			item.ExpiresAt.UTC().Format(time.RFC3339), maxExpiry.UTC().Format(time.RFC3339)))
+	}
+	err := setScript.Run(ctx, s.c, []string{s.prefix + key},
+		encode(item), ceilMillis(left), s.chPrefix+key).Err()
+	if err != nil {
+		return opErr("set", key, err)
+	}
+	return nil
+}
+
+// Lock takes the lease on key for ttl (rounded up to a whole millisecond)
+// with SET NX PX and a random owner, or returns store.ErrLocked at once when
+// another holder's lease is live. The lease implements store.Extender.
+func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.Lease, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, opErr("lock", key, err)
+	}
+	if ttl <= 0 {
+		return nil, opErr("lock", key, fmt.Errorf("ttl %v must be positive", ttl))
+	}
+	l := &lease{s: s, key: key, lockKey: s.prefix + key + lockSuffix, owner: rand.Text()}
+	ok, err := s.c.SetNX(ctx, l.lockKey, l.owner, time.Duration(ceilMillis(ttl))*time.Millisecond).Result()
+	if err != nil {
+		return nil, opErr("lock", key, err)
+	}
+	if !ok {
+		return nil, store.ErrLocked
+	}
+	return l, nil
+}
+
+// Watch implements store.Watcher with Redis pub/sub: the returned channel
+// receives a value each time Set writes an item under key, from any node
+// sharing the server and prefix. Watch returns once the subscription is
+// confirmed, so a Set that starts after Watch returns is seen.
+//
+// When the connection drops, go-redis subscribes again, and the channel
+// receives a value then too, since a Set may have been missed meanwhile.
+// Notifications are hints: waiters should still bound their wait and read
+// the store again. The subscription is closed, its goroutines end and the
+// channel is closed when ctx is done.
+func (s *Store) Watch(ctx context.Context, key string) (<-chan struct{}, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, opErr("watch", key, err)
+	}
+	sub := s.c.Subscribe(ctx, s.chPrefix+key)
+	// Closing the subscription when ctx ends unblocks Receive below and,
+	// later, ends the message pump.
+	stop := context.AfterFunc(ctx, func() { _ = sub.Close() })
+	msg, err := sub.Receive(ctx)
+	if err == nil {
+		if _, ok := msg.(*redis.Subscription); !ok {
+			err = fmt.Errorf("unexpected reply %T to SUBSCRIBE", msg)
+		}
+	}
+	if err != nil {
+		if stop() {
+			_ = sub.Close()
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			err = cerr
+		}
+		return nil, opErr("watch", key, err)
+	}
+	in := sub.ChannelWithSubscriptions()
+	out := make(chan struct{}, 1)
+	go func() {
+		defer close(out)
+		// Drain until go-redis closes in, after sub.Close: its pump
+		// must not stay blocked on a full channel.
+		for range in {
+			select {
+			case out <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return out, nil
+}
+
+// lease is a lease on one key, identified by its random owner value.
+type lease struct {
+	s       *Store
+	key     string
+	lockKey string
+	owner   string
+}
+
+// Unlock releases the lease only while Redis still holds this lease's owner
+// value under the lock key (a Lua compare-then-delete). Releasing a lease
+// that expired, was taken over or was already released returns nil.
+func (l *lease) Unlock(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return opErr("unlock", l.key, err)
+	}
+	if err := unlockScript.Run(ctx, l.s.c, []string{l.lockKey}, l.owner).Err(); err != nil {
+		return opErr("unlock", l.key, err)
+	}
+	return nil
+}
+
+// Extend sets the lease's remaining time to ttl (rounded up to a whole
+// millisecond) while it is still ours, or returns an error matching
+// store.ErrLeaseLost.
+func (l *lease) Extend(ctx context.Context, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return opErr("extend", l.key, err)
+	}
+	if ttl <= 0 {
+		return opErr("extend", l.key, fmt.Errorf("ttl %v must be positive", ttl))
+	}
+	n, err := extendScript.Run(ctx, l.s.c, []string{l.lockKey}, l.owner, ceilMillis(ttl)).Int64()
+	if err != nil {
+		return opErr("extend", l.key, err)
+	}
+	if n != 1 {
+		return opErr("extend", l.key, store.ErrLeaseLost)
+	}
+	return nil
+}
+
+// ceilMillis rounds d up to whole milliseconds, at least one.
+func ceilMillis(d time.Duration) int64 {
+	ms := int64((d + time.Millisecond - 1) / time.Millisecond)
+	if ms < 1 {
+		ms = 1
+	}
+	return ms
+}
+
+// encode makes the record for it: the expiry stamp, then the value.
+// The caller has checked that the expiry is after 1970 and before maxExpiry.
+func encode(it store.Item) string {
+	b := make([]byte, stampLen+len(it.Value))
+	n := it.ExpiresAt.UnixNano()
+	for i := stampLen - 1; i >= 0; i-- {
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	copy(b[stampLen:], it.Value)
+	return string(b)
+}
+
+// errMalformed says that a record under our key was not written by this
+// package: another program shares the prefix.
+var errMalformed = errors.New("malformed record (is another program writing under this prefix?)")
+
+// decode parses a record made by encode.
+func decode(rec string) (store.Item, error) {
+	if len(rec) < stampLen {
+		return store.Item{}, errMalformed
+	}
+	var n int64
+	for i := range stampLen {
+		c := rec[i]
+		if c < '0' || c > '9' {
+			return store.Item{}, errMalformed
+		}
+		d := int64(c - '0')
+		if n > (math.MaxInt64-d)/10 {
+			return store.Item{}, errMalformed
+		}
+		n = n*10 + d
+	}
+	return store.Item{Value: rec[stampLen:], ExpiresAt: time.Unix(0, n)}, nil
+}
