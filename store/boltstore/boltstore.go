@@ -409,23 +409,11 @@ func (l *Lease) Unlock(ctx context.Context) error {
 		return err
 	}
 	err := l.s.db.Update(func(tx *bbolt.Tx) error {
-		_, leases, err := l.s.buckets(tx)
-		if err != nil {
+		leases, ours, _, err := l.current(tx)
+		if err != nil || !ours {
 			return err
 		}
-		k := []byte(l.key)
-		v := leases.Get(k)
-		if v == nil {
-			return nil
-		}
-		owner, _, err := decodeLease(v)
-		if err != nil {
-			return err
-		}
-		if owner != l.owner {
-			return nil
-		}
-		return leases.Delete(k)
+		return leases.Delete([]byte(l.key))
 	})
 	if err != nil {
 		return opErr("unlock", l.key, err)
@@ -443,29 +431,39 @@ func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
 		return opErr("extend", l.key, fmt.Errorf("ttl %v is not positive", ttl))
 	}
 	err := l.s.db.Update(func(tx *bbolt.Tx) error {
-		_, leases, err := l.s.buckets(tx)
-		if err != nil {
-			return err
-		}
-		k := []byte(l.key)
-		v := leases.Get(k)
-		if v == nil {
-			return store.ErrLeaseLost
-		}
-		owner, exp, err := decodeLease(v)
+		leases, ours, exp, err := l.current(tx)
 		if err != nil {
 			return err
 		}
 		now := time.Now()
-		if owner != l.owner || !now.Before(exp) {
+		if !ours || !now.Before(exp) {
 			return store.ErrLeaseLost
 		}
-		return leases.Put(k, encodeLease(l.owner, now.Add(ttl)))
+		return leases.Put([]byte(l.key), encodeLease(l.owner, now.Add(ttl)))
 	})
 	if err != nil {
 		return opErr("extend", l.key, err)
 	}
 	return nil
+}
+
+// current reads the lease record of l's key in tx: whether it holds our
+// owner value (false when there is none) and when it expires. It also
+// returns the leases bucket, for the caller's write.
+func (l *Lease) current(tx *bbolt.Tx) (leases *bbolt.Bucket, ours bool, exp time.Time, err error) {
+	_, leases, err = l.s.buckets(tx)
+	if err != nil {
+		return nil, false, time.Time{}, err
+	}
+	v := leases.Get([]byte(l.key))
+	if v == nil {
+		return leases, false, time.Time{}, nil
+	}
+	owner, exp, err := decodeLease(v)
+	if err != nil {
+		return nil, false, time.Time{}, err
+	}
+	return leases, owner == l.owner, exp, nil
 }
 
 // String describes the lease without its owner value.

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,73 +135,6 @@ func TestNewerWins(t *testing.T) {
 	}
 }
 
-func TestNewerWinsConcurrently(t *testing.T) {
-	ctx := context.Background()
-	s := open(t)
-	for round := range 10 {
-		key := fmt.Sprintf("k%d", round)
-		base := time.Now().Add(time.Hour)
-		var best store.Item
-		items := make([]store.Item, 16)
-		for i := range items {
-			items[i] = store.Item{
-				Value:     fmt.Sprintf("v%d", i),
-				ExpiresAt: base.Add(time.Duration(rand.IntN(1e6)) * time.Millisecond),
-			}
-			if items[i].Newer(best) {
-				best = items[i]
-			}
-		}
-		var wg sync.WaitGroup
-		for _, it := range items {
-			wg.Go(func() {
-				if err := s.Set(ctx, key, it); err != nil {
-					t.Error(err)
-				}
-			})
-		}
-		wg.Wait()
-		got, err := s.Get(ctx, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Value != best.Value || !got.ExpiresAt.Equal(best.ExpiresAt) {
-			t.Fatalf("round %d: stored %v, want %v", round, got.Value, best.Value)
-		}
-	}
-}
-
-func TestLockOneHolderAmongMany(t *testing.T) {
-	ctx := context.Background()
-	s := open(t)
-	var holders, locked atomic.Int32
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for range 64 {
-		wg.Go(func() {
-			<-start
-			_, err := s.Lock(ctx, "k", time.Minute)
-			switch {
-			case err == nil:
-				holders.Add(1)
-			case errors.Is(err, store.ErrLocked):
-				locked.Add(1)
-			default:
-				t.Error(err)
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
-	if holders.Load() != 1 || locked.Load() != 63 {
-		t.Fatalf("holders=%d locked=%d, want 1 and 63", holders.Load(), locked.Load())
-	}
-	// A lease on another key is independent.
-	if _, err := s.Lock(ctx, "other", time.Minute); err != nil {
-		t.Fatalf("other key: %v", err)
-	}
-}
-
 func TestLockedErrorShape(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
@@ -217,53 +148,6 @@ func TestLockedErrorShape(t *testing.T) {
 // waitPast sleeps until d has certainly passed since start.
 func waitPast(start time.Time, d time.Duration) {
 	time.Sleep(time.Until(start.Add(d)) + 10*time.Millisecond)
-}
-
-func TestLeaseExpiresAndStaleUnlockKeepsNewHolder(t *testing.T) {
-	ctx := context.Background()
-	s := open(t)
-	const ttl = 100 * time.Millisecond
-	start := time.Now()
-	a, err := s.Lock(ctx, "k", ttl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Lock(ctx, "k", ttl); !errors.Is(err, store.ErrLocked) {
-		t.Fatalf("second Lock while held: %v, want ErrLocked", err)
-	}
-	waitPast(start, ttl)
-	b, err := s.Lock(ctx, "k", time.Minute)
-	if err != nil {
-		t.Fatalf("Lock after ttl: %v", err)
-	}
-	// a's lease was taken over: its Unlock must not free b's.
-	if err := a.Unlock(ctx); err != nil {
-		t.Fatalf("stale Unlock: %v", err)
-	}
-	if _, err := s.Lock(ctx, "k", time.Minute); !errors.Is(err, store.ErrLocked) {
-		t.Fatalf("after stale Unlock: %v, want ErrLocked (b still holds)", err)
-	}
-	if err := a.(store.Extender).Extend(ctx, time.Minute); !errors.Is(err, store.ErrLeaseLost) {
-		t.Fatalf("stale Extend: %v, want ErrLeaseLost", err)
-	}
-	// b's Unlock works and is idempotent.
-	for range 2 {
-		if err := b.Unlock(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c, err := s.Lock(ctx, "k", time.Minute)
-	if err != nil {
-		t.Fatalf("Lock after Unlock: %v", err)
-	}
-	// b unlocking again after c took the lease leaves c alone.
-	if err := b.Unlock(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Lock(ctx, "k", time.Minute); !errors.Is(err, store.ErrLocked) {
-		t.Fatalf("c's lease was released by b: %v", err)
-	}
-	_ = c
 }
 
 func TestExtend(t *testing.T) {

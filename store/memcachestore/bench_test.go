@@ -1,53 +1,17 @@
 package memcachestore_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/wechatconf/wechatconf/store"
+	"github.com/wechatconf/wechatconf/store/storetest"
 )
 
-func BenchmarkGet(b *testing.B) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(b)
-	if err := s.Set(ctx, key, store.Item{Value: "token-value-of-a-realistic-length-0123456789abcdef", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := s.Get(ctx, key); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkSet measures a winning Set: gets, compare, cas.
-func BenchmarkSet(b *testing.B) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(b)
-	it := store.Item{Value: "token-value-of-a-realistic-length-0123456789abcdef", ExpiresAt: time.Now().Add(time.Hour)}
-	b.ReportAllocs()
-	for b.Loop() {
-		it.ExpiresAt = it.ExpiresAt.Add(time.Nanosecond) // each Set wins and writes
-		if err := s.Set(ctx, key, it); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkLockUnlock measures add, then gets and cas.
-func BenchmarkLockUnlock(b *testing.B) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(b)
-	b.ReportAllocs()
-	for b.Loop() {
-		l, err := s.Lock(ctx, key, time.Minute)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := l.Unlock(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
+// BenchmarkStore measures Get (one get), a winning Set (gets, compare, cas)
+// and Lock+Unlock (add, then gets and cas) against a local server.
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store {
+		_, _, s, _ := newStore(b)
+		return s
+	})
 }

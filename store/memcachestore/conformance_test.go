@@ -1,7 +1,6 @@
 package memcachestore_test
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -22,35 +21,22 @@ func TestConformance(t *testing.T) {
 	down := testserver.Memcached(t)
 	down.Stop()
 
-	var (
-		mu       sync.Mutex
-		prefixes = map[store.Store]string{}
-	)
 	client := func(t *testing.T, addr string) *memcache.Client {
 		c := memcache.New(addr)
 		c.Timeout = 5 * time.Second
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	newStore := func(t *testing.T) store.Store {
-		p := uniquePrefix(t)
-		s := memcachestore.New(client(t, srv.Addr), memcachestore.WithPrefix(p))
-		mu.Lock()
-		prefixes[s] = p
-		mu.Unlock()
-		return s
-	}
-	peer := func(t *testing.T, s store.Store) store.Store {
-		mu.Lock()
-		p, ok := prefixes[s]
-		mu.Unlock()
-		if !ok {
-			t.Fatal("peer asked for a store newStore did not make")
-		}
-		return memcachestore.New(client(t, srv.Addr), memcachestore.WithPrefix(p))
-	}
-	broken := func(t *testing.T) store.Store {
-		return memcachestore.New(client(t, down.Addr), memcachestore.WithPrefix(uniquePrefix(t)))
-	}
-	storetest.Run(t, newStore, storetest.WithPeer(peer), storetest.WithBroken(broken), storetest.WithGranularity(time.Second))
+	storetest.Run(t,
+		func(t *testing.T) store.Store {
+			return memcachestore.New(client(t, srv.Addr), memcachestore.WithPrefix(uniquePrefix(t)))
+		},
+		storetest.WithPeer(func(t *testing.T, s store.Store) store.Store {
+			return memcachestore.New(client(t, srv.Addr), memcachestore.WithPrefix(memcachestore.Prefix(s.(*memcachestore.Store))))
+		}),
+		storetest.WithBroken(func(t *testing.T) store.Store {
+			return memcachestore.New(client(t, down.Addr), memcachestore.WithPrefix(uniquePrefix(t)))
+		}),
+		storetest.WithGranularity(time.Second),
+	)
 }

@@ -6,3 +6,7 @@ func SetBeforeWrite(s *Store, f func()) { s.beforeWrite = f }
 
 // Expiration exposes expiration to tests.
 var Expiration = expiration
+
+// Prefix returns the key prefix s was made with, so that tests can open a
+// second Store (another node) on the same key space.
+func Prefix(s *Store) string { return s.prefix }

@@ -50,11 +50,11 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
 
+	"github.com/wechatconf/wechatconf/internal/record"
 	"github.com/wechatconf/wechatconf/store"
 )
 
@@ -66,9 +66,6 @@ const DefaultPrefix = "wechatconf:"
 
 // lockSuffix names a key's lease record, beside the item.
 const lockSuffix = ":lock"
-
-// stampLen is the length of the expiry stamp that starts every record.
-const stampLen = 19
 
 // maxKeyLen is memcached's limit on key length.
 const maxKeyLen = 250
@@ -82,10 +79,6 @@ const maxRelative = 30 * 24 * 60 * 60
 // another writer succeeded in between, so with n concurrent writers a Set
 // fails at most n-1 times; the bound only stops a pathological loop.
 const maxAttempts = 100
-
-// maxExpiry is the last expiry a record can hold: Unix nanoseconds in an
-// int64, early in the year 2262.
-var maxExpiry = time.Unix(0, math.MaxInt64)
 
 // ErrInvalidKey is matched (with errors.Is) by the error of an operation on
 // a key memcached cannot hold: longer than 250 bytes with the prefix (and
@@ -170,7 +163,7 @@ func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 	if err != nil {
 		return store.Item{}, opErr("get", key, err)
 	}
-	it, err := decode(mi.Value)
+	it, err := record.Decode(string(mi.Value))
 	if err != nil {
 		return store.Item{}, opErr("get", key, err)
 	}
@@ -195,11 +188,11 @@ func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 	if left <= 0 {
 		return nil
 	}
-	if item.ExpiresAt.After(maxExpiry) {
-		return opErr("set", key, fmt.Errorf("expiry %s is past the last one a record can hold (%s)",
-			item.ExpiresAt.UTC().Format(time.RFC3339), maxExpiry.UTC().Format(time.RFC3339)))
+	rec, err := record.Encode(item)
+	if err != nil {
+		return opErr("set", key, err)
 	}
-	mi := &memcache.Item{Key: full, Value: encode(item), Expiration: expiration(left)}
+	mi := &memcache.Item{Key: full, Value: rec, Expiration: expiration(left)}
 	for range maxAttempts {
 		if err := ctx.Err(); err != nil {
 			return opErr("set", key, err)
@@ -216,7 +209,7 @@ func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 			}
 		case err != nil:
 		default:
-			if old, derr := decode(cur.Value); derr == nil && old.ExpiresAt.After(item.ExpiresAt) {
+			if old, derr := record.Decode(string(cur.Value)); derr == nil && old.ExpiresAt.After(item.ExpiresAt) {
 				return nil // the stored item is newer
 			}
 			mi.CasID = cur.CasID
@@ -344,41 +337,4 @@ func expiration(d time.Duration) int32 {
 		return maxRelative
 	}
 	return int32(sec) + 1
-}
-
-// encode makes the record for it: the expiry stamp, then the value.
-// The caller has checked that the expiry is after 1970 and before maxExpiry.
-func encode(it store.Item) []byte {
-	b := make([]byte, stampLen+len(it.Value))
-	n := it.ExpiresAt.UnixNano()
-	for i := stampLen - 1; i >= 0; i-- {
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	copy(b[stampLen:], it.Value)
-	return b
-}
-
-// errMalformed says that a record under our key was not written by this
-// package: another program shares the prefix.
-var errMalformed = errors.New("malformed record (is another program writing under this prefix?)")
-
-// decode parses a record made by encode.
-func decode(rec []byte) (store.Item, error) {
-	if len(rec) < stampLen {
-		return store.Item{}, errMalformed
-	}
-	var n int64
-	for i := range stampLen {
-		c := rec[i]
-		if c < '0' || c > '9' {
-			return store.Item{}, errMalformed
-		}
-		d := int64(c - '0')
-		if n > (math.MaxInt64-d)/10 {
-			return store.Item{}, errMalformed
-		}
-		n = n*10 + d
-	}
-	return store.Item{Value: string(rec[stampLen:]), ExpiresAt: time.Unix(0, n)}, nil
 }

@@ -5,17 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
 
+	"github.com/wechatconf/wechatconf/internal/record/recordtest"
 	"github.com/wechatconf/wechatconf/internal/testserver"
 	"github.com/wechatconf/wechatconf/store"
 	"github.com/wechatconf/wechatconf/store/memcachestore"
@@ -86,32 +85,43 @@ func ttl(t *testing.T, addr, full string) (sec int, ok bool) {
 	return n, true
 }
 
-func TestRoundTrip(t *testing.T) {
-	ctx := context.Background()
-	srv, c, s, p := newStore(t)
+// TestRecords checks what follows from keeping items as internal/record
+// records: the bytes under prefix+key, newer-wins to the nanosecond in the
+// compare-and-swap loop, expired items never written, and foreign records.
+func TestRecords(t *testing.T) {
+	_, c := newClient(t)
+	recordtest.Run(t, recordtest.Backend{
+		Name: "memcachestore",
+		New: func(t *testing.T) (store.Store, string) {
+			p := uniquePrefix(t)
+			return memcachestore.New(c, memcachestore.WithPrefix(p)), p
+		},
+		Raw: func(t *testing.T, full string) ([]byte, bool) {
+			it, err := c.Get(full)
+			if err == memcache.ErrCacheMiss {
+				return nil, false
+			}
+			if err != nil {
+				t.Fatalf("raw get %q: %v", full, err)
+			}
+			return it.Value, true
+		},
+		Put: func(t *testing.T, full string, rec []byte) {
+			if err := c.Set(&memcache.Item{Key: full, Value: rec, Expiration: 3600}); err != nil {
+				t.Fatalf("raw set %q: %v", full, err)
+			}
+		},
+	})
+}
 
-	if _, err := s.Get(ctx, key); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("Get of absent key: err = %v, want ErrNotFound", err)
-	}
-	want := store.Item{Value: "tok-1", ExpiresAt: time.Now().Add(2 * time.Hour)}
-	if err := s.Set(ctx, key, want); err != nil {
+// TestItemTTL checks the expiration memcached keeps an item for: the time
+// to its expiry, rounded up to a second, plus one.
+func TestItemTTL(t *testing.T) {
+	ctx := context.Background()
+	srv, _, s, p := newStore(t)
+	if err := s.Set(ctx, key, store.Item{Value: "tok-1", ExpiresAt: time.Now().Add(2 * time.Hour)}); err != nil {
 		t.Fatalf("Set: %v", err)
 	}
-	got, err := s.Get(ctx, key)
-	if err != nil {
-		t.Fatalf("Get: %v", err)
-	}
-	if got.Value != want.Value || !got.ExpiresAt.Equal(want.ExpiresAt) {
-		t.Fatalf("Get = %v, want %v (nanosecond precision)", got, want)
-	}
-	raw, err := c.Get(p + key)
-	if err != nil {
-		t.Fatalf("raw get %q: %v", p+key, err)
-	}
-	if string(raw.Value) != string(record(want.ExpiresAt, want.Value)) {
-		t.Fatalf("raw record = %q, want %q", raw.Value, record(want.ExpiresAt, want.Value))
-	}
-	// memcached drops it about when it expires: 7200 s, rounded up, plus one.
 	if sec, ok := ttl(t, srv.Addr, p+key); !ok || sec <= 7000 || sec > 7201 {
 		t.Fatalf("item TTL = %d s (present %v), want in (7000, 7201]", sec, ok)
 	}
@@ -136,118 +146,6 @@ func TestDefaultPrefix(t *testing.T) {
 	}
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestExpired(t *testing.T) {
-	ctx := context.Background()
-	_, c, s, p := newStore(t)
-
-	if err := s.Set(ctx, key, store.Item{Value: "old", ExpiresAt: time.Now().Add(-time.Second)}); err != nil {
-		t.Fatalf("Set of expired item: %v, want nil (dropped)", err)
-	}
-	if err := s.Set(ctx, key, store.Item{Value: "zero"}); err != nil {
-		t.Fatalf("Set of zero-expiry item: %v", err)
-	}
-	if _, err := c.Get(p + key); err != memcache.ErrCacheMiss {
-		t.Fatalf("an expired item was written (raw get: %v)", err)
-	}
-	// A record whose expiry has passed (but that memcached still holds) is a miss.
-	if err := c.Set(&memcache.Item{Key: p + key, Value: record(time.Now().Add(-time.Millisecond), "stale"), Expiration: 3600}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Get(ctx, key); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("Get of expired record: err = %v, want ErrNotFound", err)
-	}
-	if err := s.Set(ctx, key, store.Item{Value: "new", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := s.Get(ctx, key); err != nil || got.Value != "new" {
-		t.Fatalf("Get = %v, %v; want new", got, err)
-	}
-}
-
-func TestMalformedRecord(t *testing.T) {
-	ctx := context.Background()
-	_, c, s, p := newStore(t)
-	if err := c.Set(&memcache.Item{Key: p + key, Value: []byte("not a record")}); err != nil {
-		t.Fatal(err)
-	}
-	_, err := s.Get(ctx, key)
-	if err == nil || errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("Get of malformed record: err = %v, want an error that is not ErrNotFound", err)
-	}
-	var oe *store.OpError
-	if !errors.As(err, &oe) || oe.Backend != "memcachestore" || oe.Op != "get" || oe.Key != key {
-		t.Fatalf("err = %#v, want *store.OpError{memcachestore get %q}", err, key)
-	}
-	if err := s.Set(ctx, key, store.Item{Value: "v", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := s.Get(ctx, key); err != nil || got.Value != "v" {
-		t.Fatalf("Get after overwrite = %v, %v", got, err)
-	}
-}
-
-func TestNewerWins(t *testing.T) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(t)
-	base := time.Now().Add(time.Hour)
-	set := func(v string, exp time.Time) {
-		t.Helper()
-		if err := s.Set(ctx, key, store.Item{Value: v, ExpiresAt: exp}); err != nil {
-			t.Fatalf("Set %s: %v", v, err)
-		}
-	}
-	expect := func(v string) {
-		t.Helper()
-		got, err := s.Get(ctx, key)
-		if err != nil || got.Value != v {
-			t.Fatalf("Get = %v, %v; want %s", got, err, v)
-		}
-	}
-	set("b", base)
-	set("a", base.Add(-time.Nanosecond))
-	expect("b")
-	set("c", base.Add(time.Nanosecond))
-	expect("c")
-	set("d", base.Add(time.Nanosecond)) // same expiry: stored (the stored one does not expire later)
-	expect("d")
-}
-
-func TestNewerWinsConcurrent(t *testing.T) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(t)
-	for round := range 20 {
-		k := fmt.Sprintf("{wx%d}:access_token", round)
-		base := time.Now().Add(time.Hour)
-		var (
-			wg   sync.WaitGroup
-			max  time.Time
-			want string
-		)
-		exps := make([]time.Time, 16)
-		for i := range exps {
-			exps[i] = base.Add(time.Duration(rand.Int64N(int64(time.Hour))))
-			if exps[i].After(max) {
-				max, want = exps[i], strconv.Itoa(i)
-			}
-		}
-		for i, exp := range exps {
-			wg.Go(func() {
-				if err := s.Set(ctx, k, store.Item{Value: strconv.Itoa(i), ExpiresAt: exp}); err != nil {
-					t.Errorf("Set: %v", err)
-				}
-			})
-		}
-		wg.Wait()
-		got, err := s.Get(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Value != want || !got.ExpiresAt.Equal(max) {
-			t.Fatalf("round %d: Get = %v, want value %s expiring %v", round, got, want, max)
-		}
 	}
 }
 
@@ -398,84 +296,6 @@ func TestLease(t *testing.T) {
 	}
 }
 
-func TestLeaseContenders(t *testing.T) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(t)
-	for round := range 5 {
-		k := fmt.Sprintf("{wx%d}:access_token", round)
-		var (
-			wg      sync.WaitGroup
-			holders atomic.Int32
-			locked  atomic.Int32
-		)
-		leases := make(chan store.Lease, 64)
-		for range 64 {
-			wg.Go(func() {
-				l, err := s.Lock(ctx, k, time.Minute)
-				switch {
-				case err == nil:
-					holders.Add(1)
-					leases <- l
-				case errors.Is(err, store.ErrLocked):
-					locked.Add(1)
-				default:
-					t.Errorf("Lock: %v", err)
-				}
-			})
-		}
-		wg.Wait()
-		close(leases)
-		if holders.Load() != 1 || locked.Load() != 63 {
-			t.Fatalf("round %d: %d holders and %d ErrLocked, want 1 and 63", round, holders.Load(), locked.Load())
-		}
-		for l := range leases {
-			if err := l.Unlock(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-}
-
-func TestStaleHolder(t *testing.T) {
-	ctx := context.Background()
-	_, c, s, p := newStore(t)
-	lockKey := p + key + ":lock"
-
-	old, err := s.Lock(ctx, key, time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The old lease runs out (as if its TTL passed or it was evicted) and a
-	// new holder takes it.
-	if err := c.Delete(lockKey); err != nil {
-		t.Fatal(err)
-	}
-	cur, err := s.Lock(ctx, key, time.Minute)
-	if err != nil {
-		t.Fatalf("Lock after expiry: %v", err)
-	}
-	raw, _ := c.Get(lockKey)
-
-	if err := old.Unlock(ctx); err != nil {
-		t.Fatalf("stale Unlock: %v, want nil", err)
-	}
-	if now, err := c.Get(lockKey); err != nil || string(now.Value) != string(raw.Value) {
-		t.Fatalf("stale Unlock touched the new holder's lease: %v", err)
-	}
-	if err := old.(store.Extender).Extend(ctx, time.Hour); !errors.Is(err, store.ErrLeaseLost) {
-		t.Fatalf("stale Extend: %v, want ErrLeaseLost", err)
-	}
-	if _, err := s.Lock(ctx, key, time.Minute); err != store.ErrLocked {
-		t.Fatalf("Lock: %v, want ErrLocked (the new holder's lease must stand)", err)
-	}
-	if err := cur.Unlock(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Get(lockKey); err != memcache.ErrCacheMiss {
-		t.Fatalf("the current holder's Unlock did not release: %v", err)
-	}
-}
-
 // TestUnlockRaces takes the lease over between Unlock's gets and its cas:
 // the cas must fail and leave the new holder's lease alone.
 func TestUnlockRaces(t *testing.T) {
@@ -529,30 +349,6 @@ func TestUnlockRaces(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
-	}
-}
-
-func TestLeaseExpires(t *testing.T) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(t)
-	if _, err := s.Lock(ctx, key, time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	// Never unlocked: memcached must expire it (after 2 s at most).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		l, err := s.Lock(ctx, key, time.Minute)
-		if err == nil {
-			l.Unlock(ctx)
-			return
-		}
-		if !errors.Is(err, store.ErrLocked) {
-			t.Fatal(err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a lease with a 1ms ttl was still held after 30s")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

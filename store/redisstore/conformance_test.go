@@ -1,7 +1,6 @@
 package redisstore_test
 
 import (
-	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -20,34 +19,20 @@ func TestConformance(t *testing.T) {
 	down := testserver.Redis(t)
 	down.Stop()
 
-	var (
-		mu       sync.Mutex
-		prefixes = map[store.Store]string{}
-	)
 	client := func(t *testing.T, addr string) *redis.Client {
 		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	newStore := func(t *testing.T) store.Store {
-		p := uniquePrefix(t)
-		s := redisstore.New(client(t, srv.Addr), redisstore.WithPrefix(p))
-		mu.Lock()
-		prefixes[s] = p
-		mu.Unlock()
-		return s
-	}
-	peer := func(t *testing.T, s store.Store) store.Store {
-		mu.Lock()
-		p, ok := prefixes[s]
-		mu.Unlock()
-		if !ok {
-			t.Fatal("peer asked for a store newStore did not make")
-		}
-		return redisstore.New(client(t, srv.Addr), redisstore.WithPrefix(p))
-	}
-	broken := func(t *testing.T) store.Store {
-		return redisstore.New(client(t, down.Addr), redisstore.WithPrefix(uniquePrefix(t)))
-	}
-	storetest.Run(t, newStore, storetest.WithPeer(peer), storetest.WithBroken(broken))
+	storetest.Run(t,
+		func(t *testing.T) store.Store {
+			return redisstore.New(client(t, srv.Addr), redisstore.WithPrefix(uniquePrefix(t)))
+		},
+		storetest.WithPeer(func(t *testing.T, s store.Store) store.Store {
+			return redisstore.New(client(t, srv.Addr), redisstore.WithPrefix(redisstore.Prefix(s.(*redisstore.Store))))
+		}),
+		storetest.WithBroken(func(t *testing.T) store.Store {
+			return redisstore.New(client(t, down.Addr), redisstore.WithPrefix(uniquePrefix(t)))
+		}),
+	)
 }

@@ -38,13 +38,12 @@ package redisstore
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wechatconf/wechatconf/internal/record"
 	"github.com/wechatconf/wechatconf/store"
 )
 
@@ -56,13 +55,6 @@ const DefaultPrefix = "wechatconf:"
 
 // lockSuffix names a key's lease record, beside the item.
 const lockSuffix = ":lock"
-
-// stampLen is the length of the expiry stamp that starts every record.
-const stampLen = 19
-
-// maxExpiry is the last expiry a record can hold: Unix nanoseconds in an
-// int64, early in the year 2262.
-var maxExpiry = time.Unix(0, math.MaxInt64)
 
 // Store is a store.Store backed by Redis. It also implements store.Watcher,
 // and its leases implement store.Extender. A Store holds no resources of its
@@ -114,9 +106,14 @@ var (
 
 // setScript writes ARGV[1] under KEYS[1] with a TTL of ARGV[2] milliseconds
 // unless the stored record's stamp is later than the new one, then
-// publishes on channel ARGV[3]. Stamps are split into seconds and
-// nanoseconds so that Lua's doubles compare them exactly. A record that
-// does not parse (not ours) is overwritten. It returns 1 when it wrote.
+// publishes on channel ARGV[3]. A record that does not parse (not ours) is
+// overwritten. It returns 1 when it wrote.
+//
+// The record format is defined once, in internal/record (record.Encode,
+// record.Decode); stamp() below is the only other reader of it and must
+// change with it. It reads the 19-digit stamp as its first ten digits
+// (seconds) and next nine (nanoseconds), so that Lua's doubles, exact only
+// to 2^53, compare them exactly.
 var setScript = redis.NewScript(`
 local function stamp(r)
   if type(r) ~= 'string' or string.len(r) < 19 then return nil end
@@ -170,7 +167,7 @@ func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 	if err != nil {
 		return store.Item{}, opErr("get", key, err)
 	}
-	it, err := decode(rec)
+	it, err := record.Decode(rec)
 	if err != nil {
 		return store.Item{}, opErr("get", key, err)
 	}
@@ -191,12 +188,12 @@ func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 	if left <= 0 {
 		return nil
 	}
-	if item.ExpiresAt.After(maxExpiry) {
-		return opErr("set", key, fmt.Errorf("expiry %s is past the last one a record can hold (%s)",
-			item.ExpiresAt.UTC().Format(time.RFC3339), maxExpiry.UTC().Format(time.RFC3339)))
+	rec, err := record.Encode(item)
+	if err != nil {
+		return opErr("set", key, err)
 	}
-	err := setScript.Run(ctx, s.c, []string{s.prefix + key},
-		encode(item), ceilMillis(left), s.chPrefix+key).Err()
+	err = setScript.Run(ctx, s.c, []string{s.prefix + key},
+		rec, ceilMillis(left), s.chPrefix+key).Err()
 	if err != nil {
 		return opErr("set", key, err)
 	}
@@ -321,41 +318,4 @@ func ceilMillis(d time.Duration) int64 {
 		ms = 1
 	}
 	return ms
-}
-
-// encode makes the record for it: the expiry stamp, then the value.
-// The caller has checked that the expiry is after 1970 and before maxExpiry.
-func encode(it store.Item) string {
-	b := make([]byte, stampLen+len(it.Value))
-	n := it.ExpiresAt.UnixNano()
-	for i := stampLen - 1; i >= 0; i-- {
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	copy(b[stampLen:], it.Value)
-	return string(b)
-}
-
-// errMalformed says that a record under our key was not written by this
-// package: another program shares the prefix.
-var errMalformed = errors.New("malformed record (is another program writing under this prefix?)")
-
-// decode parses a record made by encode.
-func decode(rec string) (store.Item, error) {
-	if len(rec) < stampLen {
-		return store.Item{}, errMalformed
-	}
-	var n int64
-	for i := range stampLen {
-		c := rec[i]
-		if c < '0' || c > '9' {
-			return store.Item{}, errMalformed
-		}
-		d := int64(c - '0')
-		if n > (math.MaxInt64-d)/10 {
-			return store.Item{}, errMalformed
-		}
-		n = n*10 + d
-	}
-	return store.Item{Value: rec[stampLen:], ExpiresAt: time.Unix(0, n)}, nil
 }

@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"runtime"
-	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wechatconf/wechatconf/internal/record/recordtest"
 	"github.com/wechatconf/wechatconf/internal/testserver"
 	"github.com/wechatconf/wechatconf/store"
 	"github.com/wechatconf/wechatconf/store/redisstore"
@@ -47,39 +45,43 @@ func newStore(t testing.TB) (*testserver.Server, *redis.Client, *redisstore.Stor
 	return srv, c, redisstore.New(c, redisstore.WithPrefix(p)), p
 }
 
-// record builds a record the way the package documents it.
-func record(exp time.Time, value string) string {
-	return fmt.Sprintf("%019d%s", exp.UnixNano(), value)
+// TestRecords checks what follows from keeping items as internal/record
+// records: the bytes under prefix+key, newer-wins to the nanosecond in the
+// Lua script, expired items never written, and foreign records.
+func TestRecords(t *testing.T) {
+	_, c := newClient(t)
+	recordtest.Run(t, recordtest.Backend{
+		Name: "redisstore",
+		New: func(t *testing.T) (store.Store, string) {
+			p := uniquePrefix(t)
+			return redisstore.New(c, redisstore.WithPrefix(p)), p
+		},
+		Raw: func(t *testing.T, full string) ([]byte, bool) {
+			rec, err := c.Get(t.Context(), full).Bytes()
+			if err == redis.Nil {
+				return nil, false
+			}
+			if err != nil {
+				t.Fatalf("raw GET %q: %v", full, err)
+			}
+			return rec, true
+		},
+		Put: func(t *testing.T, full string, rec []byte) {
+			if err := c.Set(t.Context(), full, rec, time.Hour).Err(); err != nil {
+				t.Fatalf("raw SET %q: %v", full, err)
+			}
+		},
+	})
 }
 
-func TestRoundTrip(t *testing.T) {
+// TestItemTTL checks the TTL Redis keeps an item for: it ends no later than
+// the item.
+func TestItemTTL(t *testing.T) {
 	ctx := context.Background()
 	_, c, s, p := newStore(t)
-
-	if _, err := s.Get(ctx, key); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("Get of absent key: err = %v, want ErrNotFound", err)
-	}
-	want := store.Item{Value: "tok-1", ExpiresAt: time.Now().Add(2 * time.Hour)}
-	if err := s.Set(ctx, key, want); err != nil {
+	if err := s.Set(ctx, key, store.Item{Value: "tok-1", ExpiresAt: time.Now().Add(2 * time.Hour)}); err != nil {
 		t.Fatalf("Set: %v", err)
 	}
-	got, err := s.Get(ctx, key)
-	if err != nil {
-		t.Fatalf("Get: %v", err)
-	}
-	if got.Value != want.Value || !got.ExpiresAt.Equal(want.ExpiresAt) {
-		t.Fatalf("Get = %v, want %v (nanosecond precision)", got, want)
-	}
-
-	// One record under prefix+key, holding stamp and value.
-	raw, err := c.Get(ctx, p+key).Result()
-	if err != nil {
-		t.Fatalf("raw GET %q: %v", p+key, err)
-	}
-	if raw != record(want.ExpiresAt, want.Value) {
-		t.Fatalf("raw record = %q, want %q", raw, record(want.ExpiresAt, want.Value))
-	}
-	// A TTL that ends no later than the item.
 	pttl, err := c.PTTL(ctx, p+key).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -108,133 +110,6 @@ func TestDefaultPrefix(t *testing.T) {
 	}
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestExpired(t *testing.T) {
-	ctx := context.Background()
-	_, c, s, p := newStore(t)
-
-	// An expired item is never written.
-	if err := s.Set(ctx, key, store.Item{Value: "old", ExpiresAt: time.Now().Add(-time.Second)}); err != nil {
-		t.Fatalf("Set of expired item: %v, want nil (dropped)", err)
-	}
-	if n, _ := c.Exists(ctx, p+key).Result(); n != 0 {
-		t.Fatal("an expired item was written")
-	}
-	if err := s.Set(ctx, key, store.Item{Value: "zero"}); err != nil {
-		t.Fatalf("Set of zero-expiry item: %v", err)
-	}
-	if n, _ := c.Exists(ctx, p+key).Result(); n != 0 {
-		t.Fatal("an item with zero expiry was written")
-	}
-
-	// A record whose expiry has passed (but whose key lingers) is a miss.
-	if err := c.Set(ctx, p+key, record(time.Now().Add(-time.Millisecond), "stale"), time.Hour).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Get(ctx, key); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("Get of expired record: err = %v, want ErrNotFound", err)
-	}
-	// And a fresh Set replaces it.
-	fresh := store.Item{Value: "new", ExpiresAt: time.Now().Add(time.Hour)}
-	if err := s.Set(ctx, key, fresh); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := s.Get(ctx, key); err != nil || got.Value != "new" {
-		t.Fatalf("Get = %v, %v; want new", got, err)
-	}
-}
-
-func TestMalformedRecord(t *testing.T) {
-	ctx := context.Background()
-	_, c, s, p := newStore(t)
-	if err := c.Set(ctx, p+key, "not a record", time.Hour).Err(); err != nil {
-		t.Fatal(err)
-	}
-	_, err := s.Get(ctx, key)
-	if err == nil || errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("Get of malformed record: err = %v, want an error that is not ErrNotFound", err)
-	}
-	var oe *store.OpError
-	if !errors.As(err, &oe) || oe.Backend != "redisstore" || oe.Op != "get" || oe.Key != key {
-		t.Fatalf("err = %#v, want *store.OpError{redisstore get %q}", err, key)
-	}
-	// Set overwrites what it cannot read.
-	it := store.Item{Value: "v", ExpiresAt: time.Now().Add(time.Hour)}
-	if err := s.Set(ctx, key, it); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := s.Get(ctx, key); err != nil || got.Value != "v" {
-		t.Fatalf("Get after overwrite = %v, %v", got, err)
-	}
-}
-
-func TestNewerWins(t *testing.T) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(t)
-	base := time.Now().Add(time.Hour)
-
-	set := func(v string, exp time.Time) {
-		t.Helper()
-		if err := s.Set(ctx, key, store.Item{Value: v, ExpiresAt: exp}); err != nil {
-			t.Fatalf("Set %s: %v", v, err)
-		}
-	}
-	expect := func(v string) {
-		t.Helper()
-		got, err := s.Get(ctx, key)
-		if err != nil || got.Value != v {
-			t.Fatalf("Get = %v, %v; want %s", got, err, v)
-		}
-	}
-	set("b", base)
-	set("a", base.Add(-time.Nanosecond)) // older by one nanosecond: loses
-	expect("b")
-	set("c", base.Add(time.Nanosecond)) // newer by one nanosecond: wins
-	expect("c")
-	set("d", base.Add(time.Nanosecond)) // same expiry: the stored one does not expire later, so d is stored
-	expect("d")
-	// Across a whole-second boundary (the script compares seconds, then nanoseconds).
-	sec := base.Truncate(time.Second).Add(time.Second)
-	set("e", sec.Add(-time.Nanosecond).Add(time.Hour))
-	set("f", sec.Add(time.Hour-999999999*time.Nanosecond))
-	expect("e")
-}
-
-func TestNewerWinsConcurrent(t *testing.T) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(t)
-	for round := range 20 {
-		k := fmt.Sprintf("{wx%d}:access_token", round)
-		base := time.Now().Add(time.Hour)
-		var (
-			wg   sync.WaitGroup
-			max  time.Time
-			want string
-		)
-		exps := make([]time.Time, 16)
-		for i := range exps {
-			exps[i] = base.Add(time.Duration(rand.Int64N(int64(time.Hour))))
-			if exps[i].After(max) {
-				max, want = exps[i], strconv.Itoa(i)
-			}
-		}
-		for i, exp := range exps {
-			wg.Go(func() {
-				if err := s.Set(ctx, k, store.Item{Value: strconv.Itoa(i), ExpiresAt: exp}); err != nil {
-					t.Errorf("Set: %v", err)
-				}
-			})
-		}
-		wg.Wait()
-		got, err := s.Get(ctx, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Value != want || !got.ExpiresAt.Equal(max) {
-			t.Fatalf("round %d: Get = %v, want value %s expiring %v", round, got, want, max)
-		}
 	}
 }
 
@@ -287,44 +162,6 @@ func TestLease(t *testing.T) {
 	}
 }
 
-func TestLeaseContenders(t *testing.T) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(t)
-	for round := range 5 {
-		k := fmt.Sprintf("{wx%d}:access_token", round)
-		var (
-			wg      sync.WaitGroup
-			holders atomic.Int32
-			locked  atomic.Int32
-		)
-		leases := make(chan store.Lease, 64)
-		for range 64 {
-			wg.Go(func() {
-				l, err := s.Lock(ctx, k, time.Minute)
-				switch {
-				case err == nil:
-					holders.Add(1)
-					leases <- l
-				case errors.Is(err, store.ErrLocked):
-					locked.Add(1)
-				default:
-					t.Errorf("Lock: %v", err)
-				}
-			})
-		}
-		wg.Wait()
-		close(leases)
-		if holders.Load() != 1 || locked.Load() != 63 {
-			t.Fatalf("round %d: %d holders and %d ErrLocked, want 1 and 63", round, holders.Load(), locked.Load())
-		}
-		for l := range leases {
-			if err := l.Unlock(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-}
-
 func TestStaleHolder(t *testing.T) {
 	ctx := context.Background()
 	_, c, s, p := newStore(t)
@@ -364,30 +201,6 @@ func TestStaleHolder(t *testing.T) {
 	}
 	if n, _ := c.Exists(ctx, lockKey).Result(); n != 0 {
 		t.Fatal("the current holder's Unlock did not release")
-	}
-}
-
-func TestLeaseExpires(t *testing.T) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(t)
-	if _, err := s.Lock(ctx, key, 50*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	// Never unlocked: Redis must expire it. Wait for that, bounded.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		l, err := s.Lock(ctx, key, time.Minute)
-		if err == nil {
-			l.Unlock(ctx)
-			return
-		}
-		if !errors.Is(err, store.ErrLocked) {
-			t.Fatal(err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a lease with a 50ms ttl was still held after 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -436,16 +249,6 @@ func TestBadTTL(t *testing.T) {
 		t.Fatalf("Lock(1µs): %v", err)
 	}
 	l.Unlock(ctx)
-}
-
-func TestFarExpiry(t *testing.T) {
-	ctx := context.Background()
-	_, _, s, _ := newStore(t)
-	far := time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
-	err := s.Set(ctx, key, store.Item{Value: "v", ExpiresAt: far})
-	if err == nil || !strings.Contains(err.Error(), "expiry") {
-		t.Fatalf("Set with expiry in 2300: %v, want an error naming the expiry", err)
-	}
 }
 
 func TestCancelledContext(t *testing.T) {
