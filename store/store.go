@@ -97,7 +97,9 @@ type Store interface {
 	// Set stores item under key unless the stored item expires later (the
 	// newer item wins), atomically: a slow node whose lease ran out can
 	// never put an older grant over a newer one. Setting an item that loses
-	// is not an error. Expired items may be dropped.
+	// is not an error. Of two items with the same expiry either may be kept
+	// (backends differ; WeChat does not grant two tokens that expire in the
+	// same instant). Expired items may be dropped.
 	Set(ctx context.Context, key string, item Item) error
 
 	// Lock takes a lease on key for ttl, or returns ErrLocked at once when
