@@ -159,12 +159,17 @@ func isContextErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
+// bind returns a context that also ends when the Conf is closed.
+func (c *Conf) bind(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(closedContext{c.done}, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
 // lead runs the refresh, bound to the Conf's lifetime.
 func (cr *cred) lead(ctx context.Context, s *settings, rejected string) (store.Item, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(closedContext{cr.c.done}, cancel)
-	defer stop()
+	ctx, done := cr.c.bind(ctx)
+	defer done()
 	item, err := cr.refresh(ctx, s, rejected)
 	if err != nil && cr.c.closed.Load() {
 		return store.Item{}, ErrClosed
@@ -345,8 +350,10 @@ func (cr *cred) obtainRaw(ctx context.Context, s *settings, key, rejected string
 	if !grants && force {
 		return store.Item{}, nil, fmt.Errorf("conf: %s: this node is refresh-only and never grants", cr.kind)
 	}
-	if grants && (s.appID == "" || s.appSecret == "") {
-		return store.Item{}, nil, fmt.Errorf("%w: granting %s needs the AppID and AppSecret (WithAppID)", ErrNeedParam, cr.kind)
+	if grants {
+		if err := cr.canGrant(s); err != nil {
+			return store.Item{}, nil, err
+		}
 	}
 
 	// Waiting for another node is bounded by ctx, or by maxWait when
@@ -469,12 +476,20 @@ func (cr *cred) underLease(ctx context.Context, s *settings, key string, lease s
 	return item, raw, nil
 }
 
+// canGrant checks what a grant needs, as the seed's NeedParamError does.
+func (cr *cred) canGrant(s *settings) error {
+	if s.appID == "" || s.appSecret == "" {
+		return fmt.Errorf("%w: granting %s needs the AppID and AppSecret (WithAppID)", ErrNeedParam, cr.kind)
+	}
+	return nil
+}
+
 // grant calls WeChat. Its context is bounded by the lease TTL so a grant
 // never outlives the lease that guards it.
 func (cr *cred) grant(ctx context.Context, s *settings, rejected string, force bool) (store.Item, any, error) {
 	c := cr.c
-	if s.appID == "" || s.appSecret == "" {
-		return store.Item{}, nil, fmt.Errorf("%w: granting %s needs the AppID and AppSecret (WithAppID)", ErrNeedParam, cr.kind)
+	if err := cr.canGrant(s); err != nil {
+		return store.Item{}, nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.leaseTTL)
 	defer cancel()
@@ -544,9 +559,7 @@ func (cr *cred) force(ctx context.Context) (store.Item, any, error) {
 	if s.appID == "" {
 		return store.Item{}, nil, fmt.Errorf("%w: %s needs an AppID (WithAppID)", ErrNeedParam, cr.kind)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(closedContext{c.done}, cancel)
-	defer stop()
+	ctx, done := c.bind(ctx)
+	defer done()
 	return cr.obtainRaw(ctx, s, Key(s.appID, cr.kind), "", true)
 }
