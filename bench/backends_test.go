@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -41,13 +42,18 @@ const (
 // backends are the stores every comparison walks through, in table order.
 var backends = []string{"memory", "redis", "memcached", "bolt", "postgres"}
 
-// server returns the value of env, or skips tb: benchmarks are not tests,
-// and a machine without the server still runs the rest.
+// server returns the value of env. Without it the backend is skipped, so a
+// plain `go test -bench` runs the rest; under CI=true (make test, which runs
+// bench/run.sh test) a missing server is a failure.
 func server(tb testing.TB, env string) string {
 	tb.Helper()
 	v := os.Getenv(env)
 	if v == "" {
-		tb.Skipf("%s is not set: no server for this backend (bench/run.sh starts one)", env)
+		msg := fmt.Sprintf("%s is not set: no server for this backend (bench/run.sh starts one)", env)
+		if os.Getenv("CI") == "true" {
+			tb.Fatal(msg)
+		}
+		tb.Skip(msg)
 	}
 	return v
 }
