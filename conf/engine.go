@@ -363,12 +363,10 @@ func (cr *cred) obtainRaw(ctx context.Context, s *settings, key, rejected string
 		wctx, cancel = context.WithTimeout(ctx, c.cfg.maxWait)
 	}
 	defer cancel()
+	// The watch is opened only once someone else turns out to hold the
+	// lease: the usual refresh takes the lease at once and needs none.
 	var notify <-chan struct{}
-	if w, ok := c.cfg.store.(store.Watcher); ok {
-		if ch, err := w.Watch(wctx, key); err == nil {
-			notify = ch
-		}
-	}
+	watched := false
 	start := time.Now()
 	backoff := pollMin
 	for {
@@ -389,18 +387,28 @@ func (cr *cred) obtainRaw(ctx context.Context, s *settings, key, rejected string
 				return item, nil, err
 			}
 		}
-		// Someone else grants: wait for their item.
-		t := time.NewTimer(backoff)
-		select {
-		case _, ok := <-notify:
-			if !ok {
-				notify = nil
+		// Someone else grants: wait for their item. Right after the
+		// watch opens, read at once: the item may have been set before.
+		if !watched {
+			watched = true
+			if w, ok := c.cfg.store.(store.Watcher); ok {
+				if ch, err := w.Watch(wctx, key); err == nil {
+					notify = ch
+				}
 			}
-		case <-t.C:
-		case <-wctx.Done():
+		} else {
+			t := time.NewTimer(backoff)
+			select {
+			case _, ok := <-notify:
+				if !ok {
+					notify = nil
+				}
+			case <-t.C:
+			case <-wctx.Done():
+			}
+			t.Stop()
+			backoff = min(2*backoff, pollMax)
 		}
-		t.Stop()
-		backoff = min(2*backoff, pollMax)
 		if e := cr.waitErr(ctx, wctx); e != nil {
 			return store.Item{}, nil, e
 		}

@@ -727,3 +727,64 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		t.Fatalf("AccessToken with a fresh local copy allocates %v times per call", n)
 	}
 }
+
+// watchCounter counts Watch calls on a memory store.
+type watchCounter struct {
+	*store.Memory
+	mu      sync.Mutex
+	watches int
+}
+
+func (w *watchCounter) Watch(ctx context.Context, key string) (<-chan struct{}, error) {
+	w.mu.Lock()
+	w.watches++
+	w.mu.Unlock()
+	return w.Memory.Watch(ctx, key)
+}
+
+func TestWatchOnlyWhenTheLeaseIsHeldElsewhere(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := wechattest.New(wechattest.WithLatency(time.Second))
+		st := &watchCounter{Memory: store.NewMemory()}
+		a, b := node(t, fake, st), node(t, fake, st)
+		if _, err := a.AccessToken(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if st.watches != 0 {
+			t.Fatalf("%d watches for an uncontended refresh, want 0", st.watches)
+		}
+		// b waits for a's forced grant: it watches once, and wakes with
+		// the new token.
+		var wg sync.WaitGroup
+		var forced *conf.TokenResponse
+		wg.Go(func() {
+			var err error
+			if forced, err = a.GrantAccessToken(t.Context()); err != nil {
+				t.Error(err)
+			}
+		})
+		synctest.Wait() // a holds the lease, its grant in flight
+		if _, err := b.Invalidate(t.Context(), conf.AccessToken, mustToken(t, a)); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if st.watches != 1 {
+			t.Fatalf("%d watches while the lease was held elsewhere, want 1", st.watches)
+		}
+		if tok, _ := b.AccessToken(t.Context()); tok != forced.AccessToken {
+			t.Fatal("b did not take a's grant")
+		}
+		if g := fake.Stats().TokenGrants; g != 2 {
+			t.Fatalf("%d grants, want 2", g)
+		}
+	})
+}
+
+func mustToken(t *testing.T, c *conf.Conf) string {
+	t.Helper()
+	tok, err := c.AccessToken(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
