@@ -119,7 +119,7 @@ integration: docker
 	filter=$$(mktemp "$${TMPDIR:-/tmp}/wechatconf-testfilter.XXXXXX")
 	trap 'rm -f "$$filter"' EXIT
 	$(GO) build -o "$$filter" ./internal/testfilter
-	$(GO) test -json $(TESTFLAGS) $(BENCHFLAGS) ./... | "$$filter" -allow '$(SKIP_ALLOWED)' || status=1
+	$(GO) test -json $(TESTFLAGS) -parallel 4 $(BENCHFLAGS) ./... | "$$filter" -allow '$(SKIP_ALLOWED)' || status=1
 	echo "== integration: done in $$((SECONDS - start))s"
 	exit $$status
 
