@@ -94,8 +94,8 @@ func (cr *cred) get(ctx context.Context) (store.Item, error) {
 // its margin and is not the rejected value. With reread, the copy must also
 // not be due for a re-read.
 func (cr *cred) local(gen uint64, rejected string, reread bool) (store.Item, bool) {
-	p := cr.cur.Load()
-	if p == nil || p.gen != gen || (rejected != "" && p.item.Value == rejected) {
+	p := cr.prev(gen, rejected)
+	if p == nil {
 		return store.Item{}, false
 	}
 	now := cr.c.now()
@@ -197,16 +197,30 @@ func (closedContext) Value(any) any { return nil }
 // held for at least half its remaining life, so that a grant answering with
 // less time than the margin (a stable token near its roll-over) does not
 // start a grant loop.
-func (cr *cred) keep(item store.Item, gen uint64, granted bool) *cached {
+func (cr *cred) keep(item store.Item, gen uint64, granted bool) {
+	now := cr.c.now()
+	cr.publish(cr.copyOf(item, gen, granted, now), now)
+}
+
+// copyOf makes the local copy keep publishes, unarmed.
+func (cr *cred) copyOf(item store.Item, gen uint64, granted bool, now time.Time) *cached {
 	c := cr.c
-	now := c.now()
 	p := &cached{item: item, gen: gen, staleAt: item.ExpiresAt.Add(-c.cfg.margin), rereadAt: now.Add(c.cfg.reread)}
 	if granted {
 		if hold := now.Add(item.ExpiresAt.Sub(now) / 2); p.staleAt.Before(hold) {
 			p.staleAt = hold
 		}
 	}
-	cr.publish(p, now)
+	return p
+}
+
+// prev returns the local copy if it belongs to generation gen and is not
+// the rejected value: the copy an outage may keep serving.
+func (cr *cred) prev(gen uint64, rejected string) *cached {
+	p := cr.cur.Load()
+	if p == nil || p.gen != gen || (rejected != "" && p.item.Value == rejected) {
+		return nil
+	}
 	return p
 }
 
@@ -236,10 +250,7 @@ func (cr *cred) refresh(ctx context.Context, s *settings, rejected string) (stor
 		return store.Item{}, fmt.Errorf("%w: %s needs an AppID (WithAppID)", ErrNeedParam, cr.kind)
 	}
 	key := Key(s.appID, cr.kind)
-	prev := cr.cur.Load()
-	if prev != nil && (prev.gen != s.gen || (rejected != "" && prev.item.Value == rejected)) {
-		prev = nil
-	}
+	prev := cr.prev(s.gen, rejected)
 	if rejected != "" {
 		c.emit(Event{Type: EventInvalidated, Kind: cr.kind})
 	}
@@ -280,7 +291,8 @@ func (cr *cred) putBack(ctx context.Context, key string, prev *cached, gen uint6
 	return prev.item
 }
 
-// outage handles a store that failed. A local copy that is still valid is
+// outage handles a store that failed. prev (see cred.prev) is the local
+// copy, or nil. A local copy that is still valid is
 // served (even past its margin) and the store is tried again soon. With no
 // usable copy the node grants once without the lease: that copy then serves
 // the whole cycle, so an outage costs at most one grant per cycle per
@@ -288,7 +300,7 @@ func (cr *cred) putBack(ctx context.Context, key string, prev *cached, gen uint6
 func (cr *cred) outage(ctx context.Context, s *settings, prev *cached, rejected string, storeErr error) (store.Item, error) {
 	c := cr.c
 	now := c.now()
-	if prev != nil && (rejected == "" || prev.item.Value != rejected) && now.Before(prev.item.ExpiresAt.Add(-expirySafety)) {
+	if prev != nil && now.Before(prev.item.ExpiresAt.Add(-expirySafety)) {
 		p := &cached{item: prev.item, gen: s.gen, staleAt: prev.item.ExpiresAt.Add(-expirySafety), rereadAt: now.Add(min(outageRetry, c.cfg.reread))}
 		if prev.staleAt.After(p.staleAt) {
 			p.staleAt = prev.staleAt
@@ -306,8 +318,9 @@ func (cr *cred) outage(ctx context.Context, s *settings, prev *cached, rejected 
 	if err != nil {
 		return store.Item{}, fmt.Errorf("%w (granting without the store, which failed: %v)", err, storeErr)
 	}
-	p := cr.keep(item, s.gen, true)
-	cr.publish(&cached{item: item, gen: s.gen, staleAt: p.staleAt, rereadAt: now.Add(min(outageRetry, c.cfg.reread))}, now)
+	p := cr.copyOf(item, s.gen, true, now)
+	p.rereadAt = now.Add(min(outageRetry, c.cfg.reread))
+	cr.publish(p, now)
 	_ = c.cfg.store.Set(ctx, Key(s.appID, cr.kind), item) // best effort: it just failed
 	return item, nil
 }
@@ -383,7 +396,7 @@ func (cr *cred) obtainRaw(ctx context.Context, s *settings, key, rejected string
 					return store.Item{}, nil, e
 				}
 				c.emit(Event{Type: EventStoreError, Kind: cr.kind, Err: err})
-				item, err := cr.outage(ctx, s, cr.cur.Load(), rejected, err)
+				item, err := cr.outage(ctx, s, cr.prev(s.gen, rejected), rejected, err)
 				return item, nil, err
 			}
 		}
@@ -427,7 +440,7 @@ func (cr *cred) obtainRaw(ctx context.Context, s *settings, key, rejected string
 			if !grants {
 				continue // keep polling until the wait bound
 			}
-			item, err := cr.outage(ctx, s, cr.cur.Load(), rejected, err)
+			item, err := cr.outage(ctx, s, cr.prev(s.gen, rejected), rejected, err)
 			return item, nil, err
 		}
 	}
