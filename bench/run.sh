@@ -32,11 +32,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# freeport prints a loopback port that nothing answers on.
+# freeport prints a loopback port that nothing answers on, below the
+# kernel's ephemeral range: a port in that range can be taken at any moment
+# by an outgoing connection (or linger in TIME_WAIT), and the server's bind
+# then fails although nothing listens there.
+ephemeral_lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 freeport() {
 	local p
 	while :; do
-		p=$((20000 + RANDOM % 40000))
+		p=$((10000 + RANDOM % (ephemeral_lo - 10000)))
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
 			return
