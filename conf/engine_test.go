@@ -788,3 +788,34 @@ func mustToken(t *testing.T, c *conf.Conf) string {
 	}
 	return tok
 }
+
+// WeChat granted, but the answer was lost on the way (a gateway's 502): the
+// caller gets an error, nothing is stored, and the next call grants again —
+// the unseen token dies by the grace rule and no caller ever holds it.
+func TestLostGrantAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := wechattest.New()
+		st := store.NewMemory()
+		c := node(t, fake, st)
+		ctx := t.Context()
+		fake.FailNext(1, wechattest.LostAnswer())
+		var he *conf.HTTPError
+		if _, err := c.AccessToken(ctx); !errors.As(err, &he) || he.Status != 502 {
+			t.Fatalf("first call: %v; want the 502", err)
+		}
+		if _, err := st.Get(ctx, conf.Key(wechattest.DefaultAppID, conf.AccessToken)); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("something was stored after a lost answer: %v", err)
+		}
+		tok, err := c.AccessToken(ctx)
+		if err != nil || !fake.Valid(tok) {
+			t.Fatalf("second call: %q, %v", tok, err)
+		}
+		if g := fake.Stats().TokenGrants; g != 2 {
+			t.Fatalf("%d grants, want 2 (the lost one and the retry)", g)
+		}
+		time.Sleep(wechattest.DefaultGrace + time.Second)
+		if !fake.Valid(tok) {
+			t.Fatal("the token the node holds died")
+		}
+	})
+}

@@ -12,6 +12,7 @@ const (
 	faultHTTPStatus
 	faultMalformed
 	faultErrcode
+	faultLostAnswer
 )
 
 // Fault is a way for a credential request to fail, injected with
@@ -52,6 +53,12 @@ func Malformed() Fault { return Fault{kind: faultMalformed} }
 // no credential in it, another shape a client must refuse.
 func Errcode(code int, msg string) Fault { return Fault{kind: faultErrcode, code: code, msg: msg} }
 
+// LostAnswer grants the credential as usual, then answers HTTP 502 instead
+// of returning it, as when a gateway drops WeChat's answer: the grant counts
+// (and replaces the previous credential under the grace rule), but the
+// client never learns the new value.
+func LostAnswer() Fault { return Fault{kind: faultLostAnswer} }
+
 // String describes the fault for test failure messages.
 func (f Fault) String() string {
 	switch f.kind {
@@ -61,6 +68,8 @@ func (f Fault) String() string {
 		return "wechattest.Malformed()"
 	case faultErrcode:
 		return fmt.Sprintf("wechattest.Errcode(%d, %q)", f.code, f.msg)
+	case faultLostAnswer:
+		return "wechattest.LostAnswer()"
 	default:
 		return "wechattest.Busy()"
 	}
@@ -79,6 +88,10 @@ func (f Fault) write(w http.ResponseWriter) {
 		_, _ = w.Write([]byte(malformedBody))
 	case faultErrcode:
 		writeJSON(w, http.StatusOK, errorBody{Errcode: f.code, Errmsg: f.msg})
+	case faultLostAnswer:
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusBadGateway)
+		fmt.Fprintln(w, "wechattest: injected lost answer")
 	default:
 		writeJSON(w, http.StatusOK, errorBody{Errcode: CodeBusy, Errmsg: msgBusy})
 	}

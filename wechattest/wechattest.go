@@ -531,6 +531,9 @@ func (f *Fake) serveCredential(w http.ResponseWriter, r *http.Request, h func(*h
 	}
 	f.mu.Unlock()
 	if faulty {
+		if fault.kind == faultLostAnswer {
+			_ = h(r, body) // granted, but the answer never arrives
+		}
 		fault.write(w)
 		return
 	}

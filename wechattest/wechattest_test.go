@@ -403,6 +403,26 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+func TestLostAnswerGrantsButAnswers502(t *testing.T) {
+	f, _ := newClockFake()
+	tok := mustToken(t, f)
+	f.FailNext(1, LostAnswer())
+	a := getToken(t, f, DefaultAppID, DefaultAppSecret)
+	if a.status != http.StatusBadGateway || strings.Contains(a.raw, "access_token") {
+		t.Fatalf("LostAnswer: status %d body %q; want a 502 without the token", a.status, a.raw)
+	}
+	if s := f.Stats(); s.TokenGrants != 2 {
+		t.Fatalf("grants %d, want 2: the lost answer still granted", s.TokenGrants)
+	}
+	if cur := f.CurrentToken(DefaultAppID); cur == tok || cur == "" {
+		t.Fatal("the lost grant did not replace the token")
+	}
+	wantAccepted(t, "the replaced token within its grace", f, tok)
+	if LostAnswer().String() != "wechattest.LostAnswer()" {
+		t.Fatalf("String() = %q", LostAnswer().String())
+	}
+}
+
 func TestFaultQueue(t *testing.T) {
 	f := New()
 	f.FailNext(1, Busy())
