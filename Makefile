@@ -40,8 +40,8 @@ BENCHFLAGS ?= -bench=. -benchtime=1x
 BENCHTIME ?= 1s
 
 # Skips that are not a hole in the run: a backend lacking an optional power
-# (memcached has no Watch), or a lease check the machine was too slow to time.
-SKIP_ALLOWED ?= does not implement store\.(Watcher|Extender)|too slow to check
+# (memcached has no Watch).
+SKIP_ALLOWED ?= does not implement store\.(Watcher|Extender)
 
 # testcontainers on a machine without a registry: no reaper (its image cannot
 # be pulled; tests remove their containers), and the engine's published ports
