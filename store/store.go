@@ -33,6 +33,23 @@ var ErrNotFound = errors.New("store: not found")
 // else holds a live lease on the key.
 var ErrLocked = errors.New("store: locked")
 
+// ErrMalformed is matched (with errors.Is) by Get's error when the record
+// stored under the key cannot be decoded: garbage written by another
+// program, a non-finite time (PostgreSQL's 'infinity'), an expiry no time
+// type holds. It is not an outage: the caller treats the key as empty (and
+// reports it), and the next Set overwrites the record whatever newer-wins
+// would say, so a bad record heals at the next grant.
+var ErrMalformed = errors.New("store: malformed record")
+
+// MaxLifetime is the longest lifetime WeChat grants any credential: access
+// tokens (classic and stable), jsapi and card tickets, WeCom tokens and
+// tickets, Open Platform component and authorizer tokens all last 7200 s.
+const MaxLifetime = 2 * time.Hour
+
+// ClockSlack is how far ahead of a reader's clock a writer's clock may run
+// before the writer's items look implausible to the reader.
+const ClockSlack = 5 * time.Minute
+
 // ErrLeaseLost is returned by Extender.Extend when the lease expired and is
 // no longer ours (it may now belong to someone else).
 var ErrLeaseLost = errors.New("store: lease lost")
@@ -56,6 +73,15 @@ func (i Item) IsZero() bool { return i.Value == "" && i.ExpiresAt.IsZero() }
 // has a value and now is before ExpiresAt minus margin.
 func (i Item) Fresh(now time.Time, margin time.Duration) bool {
 	return i.Value != "" && now.Before(i.ExpiresAt.Add(-margin))
+}
+
+// Plausible reports whether i could be a credential WeChat granted, seen at
+// now: it has a value, and its expiry lies no further ahead than
+// MaxLifetime plus ClockSlack. An implausible item (a poisoned record, one
+// written by a node whose clock runs far ahead) is never served, and Set
+// replaces it whatever its expiry.
+func (i Item) Plausible(now time.Time) bool {
+	return i.Value != "" && !i.ExpiresAt.After(now.Add(MaxLifetime+ClockSlack))
 }
 
 // Newer reports whether i expires strictly later than other. It is the order
@@ -100,6 +126,11 @@ type Store interface {
 	// is not an error. Of two items with the same expiry either may be kept
 	// (backends differ; WeChat does not grant two tokens that expire in the
 	// same instant). Expired items may be dropped.
+	//
+	// Newer-wins protects only plausible items: Set replaces, whatever its
+	// expiry, a stored item that is not Plausible at the writer's clock
+	// (no value, or an expiry further ahead than MaxLifetime+ClockSlack)
+	// and a stored record that cannot be decoded (see ErrMalformed).
 	Set(ctx context.Context, key string, item Item) error
 
 	// Lock takes a lease on key for ttl, or returns ErrLocked at once when
