@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/wechatconf/wechatconf/store"
 )
 
 // The WeChat endpoints this package calls.
@@ -237,11 +239,18 @@ func (a *api) grantTicket(ctx context.Context, accessToken, typ string) (*Ticket
 	return &r, checkGrant(pathTicket, r.Ticket, r.ExpiresIn)
 }
 
-// checkGrant rejects answers that carry no credential or no lifetime: caching
-// them would serve garbage until the next refresh.
+// maxExpiresIn is the longest lifetime a grant may claim, in seconds.
+const maxExpiresIn = int64(store.MaxLifetime / time.Second)
+
+// checkGrant rejects answers that carry no credential or a lifetime WeChat
+// cannot mean: caching them would serve garbage until the next refresh, or
+// (a lifetime past any time type) turn into a grant on every call.
 func checkGrant(path, value string, expiresIn int64) error {
-	if strings.TrimSpace(value) == "" || expiresIn <= 0 {
-		return fmt.Errorf("conf: wechat %s: answer without a credential or lifetime (expires_in %d)", path, expiresIn)
+	switch {
+	case strings.TrimSpace(value) == "":
+		return fmt.Errorf("conf: wechat %s: answer without a credential", path)
+	case expiresIn < 1 || expiresIn > maxExpiresIn:
+		return fmt.Errorf("conf: wechat %s: expires_in %d is outside 1..%d seconds", path, expiresIn, maxExpiresIn)
 	}
 	return nil
 }

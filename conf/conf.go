@@ -109,7 +109,8 @@ type Conf struct {
 	closed atomic.Bool
 	done   chan struct{} // closed by Close: ends every wait
 	once   sync.Once
-	wg     sync.WaitGroup
+	flMu   sync.Mutex     // orders wg.Add (flights, grants) before Close's wg.Wait
+	wg     sync.WaitGroup // flights and Grant* calls in progress
 }
 
 // New returns a Conf configured by opts. It validates everything it can
@@ -137,6 +138,9 @@ func New(opts ...Option) (*Conf, error) {
 	if cfg.maxWait == 0 {
 		cfg.maxWait = 2 * cfg.leaseTTL
 	}
+	if cfg.storeTimeout == 0 {
+		cfg.storeTimeout = min(DefaultStoreTimeout, cfg.leaseTTL/3)
+	}
 	s := &settings{token: cfg.token, appID: cfg.appID, appSecret: cfg.appSecret, mode: cfg.mode, aesKey: cfg.aesKey}
 	if err := s.validate(); err != nil {
 		return nil, err
@@ -162,7 +166,7 @@ func (c *Conf) seed() {
 			continue
 		}
 		kind := Kind(k)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := c.storeCtx(context.Background())
 		err := c.cfg.store.Set(ctx, Key(s.appID, kind), item)
 		cancel()
 		if err != nil {
@@ -275,11 +279,15 @@ func (c *Conf) LogValue() slog.Value {
 func redact(s string) string { return store.Redact(s) }
 
 // Close ends every wait in progress and makes further calls fail with
-// ErrClosed. It does not close the store, which the caller owns. Close is
-// idempotent.
+// ErrClosed. It waits for the refreshes in flight to end (they are
+// cancelled) and for their store leases to be released, so the store may be
+// closed as soon as Close returns. It does not close the store, which the
+// caller owns. Close is idempotent.
 func (c *Conf) Close() error {
 	c.once.Do(func() {
+		c.flMu.Lock()
 		c.closed.Store(true)
+		c.flMu.Unlock()
 		close(c.done)
 		for k := range c.creds {
 			if p := c.creds[k].cur.Load(); p != nil {

@@ -55,10 +55,11 @@ func (c *Conf) GetJSAPITicket(ctx context.Context) (store.Item, error) {
 // without force_refresh, which returns the current one while it is valid.
 func (c *Conf) GrantAccessToken(ctx context.Context) (*TokenResponse, error) {
 	_, raw, err := c.creds[AccessToken].force(ctx)
-	if err != nil {
-		return nil, err
+	r, ok := raw.(*TokenResponse)
+	if err == nil && !ok {
+		err = fmt.Errorf("conf: GrantAccessToken: no grant was made")
 	}
-	return raw.(*TokenResponse), nil
+	return r, err
 }
 
 // GrantJSAPITicket grants a new jsapi ticket now, stores it and returns
@@ -74,10 +75,11 @@ func (c *Conf) GrantWXCardTicket(ctx context.Context) (*TicketResponse, error) {
 
 func (c *Conf) grantTicket(ctx context.Context, kind Kind) (*TicketResponse, error) {
 	_, raw, err := c.creds[kind].force(ctx)
-	if err != nil {
-		return nil, err
+	r, ok := raw.(*TicketResponse)
+	if err == nil && !ok {
+		err = fmt.Errorf("conf: Grant %s: no grant was made", kind)
 	}
-	return raw.(*TicketResponse), nil
+	return r, err
 }
 
 // Invalidate reports that WeChat rejected value, a credential of kind

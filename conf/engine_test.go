@@ -76,10 +76,18 @@ func TestTokenIsRefreshedWithinMarginAndReadFromPeers(t *testing.T) {
 			t.Fatal("token changed before the margin")
 		}
 		time.Sleep(2 * time.Second)
+		// Past the margin the old token is still valid: it is served at
+		// once while the refresh runs in the background.
+		if tok, err := b.AccessToken(ctx); err != nil || tok != ta {
+			t.Fatalf("right after the margin got %q, %v; want the old, still valid token without waiting", tok, err)
+		}
+		synctest.Wait()
 		nb, err := b.AccessToken(ctx)
 		if err != nil || nb == ta {
 			t.Fatalf("after the margin got %q, %v; want a new token", nb, err)
 		}
+		a.AccessToken(ctx) // a's copy is past its margin too: a background read
+		synctest.Wait()
 		na, err := a.AccessToken(ctx)
 		if err != nil || na != nb {
 			t.Fatalf("node a got %q, %v; want b's new token from the store", na, err)
@@ -110,6 +118,10 @@ func TestRereadNoticesGrantMadeElsewhere(t *testing.T) {
 			t.Fatal("local copy should serve until the re-read interval")
 		}
 		time.Sleep(conf.DefaultReread + time.Second)
+		if tok, _ := c.AccessToken(ctx); tok != old {
+			t.Fatal("the re-read should run in the background while the local copy is valid")
+		}
+		synctest.Wait()
 		tok, err := c.AccessToken(ctx)
 		if err != nil || tok != newer {
 			t.Fatalf("after the re-read interval got %q, %v; want the new token", tok, err)
@@ -424,6 +436,8 @@ func TestRefreshOnlyNeverGrants(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(conf.DefaultReread + time.Second)
+		biz.AccessToken(ctx) // starts the re-read; serves the valid copy meanwhile
+		synctest.Wait()
 		if tok, _ := biz.AccessToken(ctx); tok != r.AccessToken {
 			t.Fatal("business node did not pick up the new token within the re-read interval")
 		}
@@ -597,7 +611,8 @@ func TestStoreOutageServesLocalCopyAndGrantsAtMostOncePerCycle(t *testing.T) {
 		if ev.count(conf.EventStoreError) == 0 {
 			t.Fatal("store errors were not reported")
 		}
-		// The token dies during the outage: one grant per cycle.
+		// The token dies during the outage: one grant per cycle, of the
+		// stable token without force_refresh (it invalidates nobody's).
 		for cycle := 1; cycle <= 3; cycle++ {
 			time.Sleep(time.Minute)
 			var wg sync.WaitGroup
@@ -610,14 +625,17 @@ func TestStoreOutageServesLocalCopyAndGrantsAtMostOncePerCycle(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			if g := fake.Stats().TokenGrants; g != 1+cycle {
-				t.Fatalf("cycle %d: grants = %d, want %d", cycle, g, 1+cycle)
+			if st := fake.Stats(); st.TokenGrants != 1 || st.StableTokenGrants != cycle || st.StableTokenForced != 0 {
+				t.Fatalf("cycle %d: classic grants = %d (want 1), stable grants = %d (want %d), forced %d (want 0)",
+					cycle, st.TokenGrants, st.StableTokenGrants, cycle, st.StableTokenForced)
 			}
 			time.Sleep(wechattest.DefaultTokenTTL - time.Minute)
 		}
 		// The store comes back: the local (newer) token is put back.
 		st.down.Store(false)
 		time.Sleep(time.Minute + time.Second)
+		c.AccessToken(ctx) // starts the re-read
+		synctest.Wait()
 		cur, err := c.AccessToken(ctx)
 		if err != nil {
 			t.Fatal(err)

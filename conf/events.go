@@ -26,10 +26,15 @@ const (
 	// EventStoreError: the store failed (Err says how); the node kept
 	// serving its local copy where it could.
 	EventStoreError
+	// EventMalformed: the store held a record that cannot be decoded or an
+	// item that cannot be a WeChat credential (no value, or an expiry
+	// further ahead than any WeChat grants); it was not served, and the
+	// next grant replaces it. Err says what was found, never the value.
+	EventMalformed
 )
 
 // String returns a short name for metrics labels: granted, grant_failed,
-// loaded, lease_waited, invalidated, store_error.
+// loaded, lease_waited, invalidated, store_error, malformed.
 func (t EventType) String() string {
 	switch t {
 	case EventGranted:
@@ -44,6 +49,8 @@ func (t EventType) String() string {
 		return "invalidated"
 	case EventStoreError:
 		return "store_error"
+	case EventMalformed:
+		return "malformed"
 	}
 	return "unknown"
 }

@@ -18,6 +18,12 @@ const (
 	DefaultReread      = time.Minute
 	DefaultLeaseTTL    = 30 * time.Second
 	DefaultHTTPTimeout = 10 * time.Second
+	// DefaultStoreTimeout bounds each store call (see WithStoreTimeout).
+	DefaultStoreTimeout = 2 * time.Second
+	// DefaultForcedRefreshInterval is the least time between two forced
+	// refreshes of one credential across the cluster (see
+	// WithForcedRefreshInterval).
+	DefaultForcedRefreshInterval = 30 * time.Second
 )
 
 // Option configures a Conf in New.
@@ -39,6 +45,8 @@ type config struct {
 	margin, reread          time.Duration
 	leaseTTL                time.Duration
 	maxWait                 time.Duration
+	storeTimeout            time.Duration
+	forcedInterval          time.Duration
 	logger                  *slog.Logger
 	observer                func(Event)
 	refreshOnly             bool
@@ -51,15 +59,16 @@ type config struct {
 
 func defaults() config {
 	return config{
-		mode:          "safe",
-		bases:         DefaultBaseURLs,
-		margin:        DefaultMargin,
-		reread:        DefaultReread,
-		leaseTTL:      DefaultLeaseTTL,
-		logger:        slog.New(slog.DiscardHandler),
-		busyRetries:   3,
-		busyBackoff:   200 * time.Millisecond,
-		rotationGrace: 10 * time.Minute,
+		mode:           "safe",
+		bases:          DefaultBaseURLs,
+		margin:         DefaultMargin,
+		reread:         DefaultReread,
+		leaseTTL:       DefaultLeaseTTL,
+		forcedInterval: DefaultForcedRefreshInterval,
+		logger:         slog.New(slog.DiscardHandler),
+		busyRetries:    3,
+		busyBackoff:    200 * time.Millisecond,
+		rotationGrace:  10 * time.Minute,
 	}
 }
 
@@ -185,9 +194,12 @@ func WithReread(d time.Duration) Option {
 	}
 }
 
-// WithLeaseTTL sets how long the store lease that guards a grant lasts. A
-// grant must finish within it (the grant's context is bounded by it), and a
-// crashed holder blocks other nodes for at most this long.
+// WithLeaseTTL sets how long the store lease that guards a grant lasts,
+// counted from the Lock call. A crashed holder blocks other nodes for at
+// most this long. A grant that runs longer extends the lease (every third
+// of the TTL) when the store's leases implement store.Extender, as every
+// backend of this module does; otherwise the grant is cancelled when the
+// lease may have lapsed. A grant is stored only while the lease is ours.
 func WithLeaseTTL(d time.Duration) Option {
 	return func(c *config) error {
 		if d < time.Second {
@@ -198,15 +210,52 @@ func WithLeaseTTL(d time.Duration) Option {
 	}
 }
 
-// WithMaxWait bounds how long a call waits for another node's grant, or for
-// a refresh-only node to find a credential, when the caller's context has
-// no deadline of its own. The default is twice the lease TTL.
+// WithMaxWait bounds how long a refresh waits for another node's grant, or
+// a refresh-only node for a credential to appear in the store. Callers wait
+// no longer than their own context allows in any case. The default is twice
+// the lease TTL.
 func WithMaxWait(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
 			return fmt.Errorf("conf: WithMaxWait: must be positive, got %v", d)
 		}
 		c.maxWait = d
+		return nil
+	}
+}
+
+// WithStoreTimeout bounds each store call (Get, Set, Lock, Extend, Unlock)
+// on its own, so a hung store holds a refresh for that long at most while
+// callers keep getting their valid local copy. A call past the bound counts
+// as a store failure. The default is DefaultStoreTimeout (2 s), or a third
+// of the lease TTL if that is shorter.
+func WithStoreTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("conf: WithStoreTimeout: must be positive, got %v", d)
+		}
+		c.storeTimeout = d
+		return nil
+	}
+}
+
+// WithForcedRefreshInterval sets the least time between two forced
+// refreshes of one credential, across every node sharing the store. A
+// refresh is forced when WeChat rejects the credential the store still holds
+// (Invalidate, Do, Transport, the server's /v1/invalidate) and by Grant*.
+// Without a limit, one buggy client or anyone holding a server key could
+// spend the day's grant quota (2000 for an Official Account) in minutes, and
+// WeChat itself answers a stray 40001 now and then. A refused refresh fails
+// with ErrRefreshLimited; a genuine revocation is repaired within one
+// interval. The default, DefaultForcedRefreshInterval (30 s), allows at most
+// 3 forced grants in any minute, and matches the interval WeChat itself
+// imposes on stable_token's force_refresh. 0 turns the limit off.
+func WithForcedRefreshInterval(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("conf: WithForcedRefreshInterval: negative interval %v", d)
+		}
+		c.forcedInterval = d
 		return nil
 	}
 }
