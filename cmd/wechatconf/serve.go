@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -274,7 +276,13 @@ func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, kind conf.Kind, err error) {
 	status, code := http.StatusBadGateway, 0
 	var ae *conf.APIError
+	var le *conf.RefreshLimitedError
 	switch {
+	case errors.As(err, &le):
+		// The cluster-wide forced-refresh limit: the current credential
+		// is the one forced last; the client may report it again later.
+		status = http.StatusTooManyRequests
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(time.Until(le.Next).Seconds())))))
 	case errors.As(err, &ae):
 		code = ae.Code
 	case errors.Is(err, conf.ErrUnavailable), errors.Is(err, conf.ErrClosed),

@@ -30,12 +30,20 @@ type api struct {
 	logs *watcher
 }
 
+// newAPI turns the forced-refresh limit off, so that tests of the
+// handler's plumbing can invalidate at will; TestServeInvalidateFloodIsLimited
+// runs with the default limit.
 func newAPI(t *testing.T, fakeOpts ...wechattest.Option) *api {
+	t.Helper()
+	return newAPIWith(t, []conf.Option{conf.WithForcedRefreshInterval(0)}, fakeOpts...)
+}
+
+func newAPIWith(t *testing.T, confOpts []conf.Option, fakeOpts ...wechattest.Option) *api {
 	t.Helper()
 	fake := newFake(t, fakeOpts...)
 	m := newMetrics()
-	c, err := conf.New(conf.WithAppID(appID, secret), conf.WithStore(store.NewMemory()),
-		conf.WithBaseURLs(fake.URL()), conf.WithObserver(m.observe), conf.WithBusyRetries(0, time.Millisecond))
+	c, err := conf.New(append([]conf.Option{conf.WithAppID(appID, secret), conf.WithStore(store.NewMemory()),
+		conf.WithBaseURLs(fake.URL()), conf.WithObserver(m.observe), conf.WithBusyRetries(0, time.Millisecond)}, confOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,6 +219,45 @@ func TestServeEndpoints(t *testing.T) {
 		if strings.Contains(a.logs.String(), secretish) {
 			t.Errorf("the handler logged a secret")
 		}
+	}
+}
+
+// Seen: 1000 chained POST /v1/invalidate calls (each with the token the
+// previous call returned) made 1000 grants in 52 s. With the default
+// cluster-wide limit they make one, the rest get 429 with Retry-After.
+func TestServeInvalidateFloodIsLimited(t *testing.T) {
+	a := newAPIWith(t, nil)
+	tok := a.get("/v1/access_token").AccessToken
+	before := a.fake.Stats().TokenGrants
+	limited := 0
+	for i := range 1000 {
+		code, body := a.invalidate(`{"kind":"access_token","value":"` + tok + `"}`)
+		switch code {
+		case 200:
+			tok = decode(t, body).AccessToken
+		case 429:
+			limited++
+			if !strings.Contains(body, `"error"`) {
+				t.Fatalf("429 without a JSON error: %s", body)
+			}
+		default:
+			t.Fatalf("invalidation %d: %d %s", i, code, body)
+		}
+	}
+	grants := a.fake.Stats().TokenGrants - before
+	t.Logf("1000 chained invalidations: %d grants, %d answered 429", grants, limited)
+	if grants > 3 || limited < 997 {
+		t.Fatalf("%d grants, %d limited; want at most 3 grants", grants, limited)
+	}
+	req, _ := http.NewRequest("POST", a.srv.URL+"/v1/invalidate", strings.NewReader(`{"value":"`+tok+`"}`))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := a.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ra := resp.Header.Get("Retry-After"); resp.StatusCode != 429 || ra == "" || ra == "0" {
+		t.Fatalf("limited answer: %d, Retry-After %q; want 429 and a positive Retry-After", resp.StatusCode, ra)
 	}
 }
 
