@@ -5,11 +5,13 @@
 //
 // Credentials are shared through a store.Store (Redis, Memcached,
 // PostgreSQL, bbolt, memory or the user's own functions). The refresh engine
-// (engine.go) makes sure that exactly one node grants each new credential:
+// makes sure that exactly one node grants each new credential:
 //
 //  1. A fresh local copy is returned with no lock, no allocation, no I/O.
-//  2. Otherwise one goroutine per process does the work; the others wait
-//     for it or for their context.
+//  2. Otherwise one goroutine per process (a flight, bounded by its own
+//     timeout, belonging to no caller) does the work. While the local copy
+//     is still valid, callers get it at once; callers with none wait for
+//     the flight, each on its own context.
 //  3. It reads the store; a fresh item there is kept and returned.
 //  4. Stale or absent: it takes the store's lease, reads again, and only
 //     then calls WeChat, stores the grant (the newer item wins) and
@@ -20,6 +22,25 @@
 // Even a fresh local copy is re-read from the store every minute (see
 // WithReread), because WeChat keeps a replaced token alive only about five
 // minutes.
+//
+// On bad days:
+//   - A store that fails or hangs is never taken for a miss; each store call
+//     is bounded (WithStoreTimeout) and a valid local copy keeps being
+//     served. With no valid copy left, a process grants without the lease at
+//     most once per cycle, asking for the stable token without
+//     force_refresh, which every node gets alike and which invalidates
+//     nobody's token: an outage cannot start a grant storm.
+//   - The lease covers the whole grant: its deadline counts from Lock, it is
+//     extended while a grant runs long, and a grant is stored only while the
+//     lease is ours.
+//   - What the store holds is not trusted beyond what WeChat can mean
+//     (store.Item.Plausible): a poisoned or undecodable record is never
+//     served (EventMalformed) and the next grant replaces it. WeChat answers
+//     with no token or an expires_in outside 1..7200 s are errors.
+//   - Forced refreshes (a rejection of the stored credential, Grant*) are
+//     limited across the cluster to one per WithForcedRefreshInterval (30 s)
+//     per credential; a refused one fails with ErrRefreshLimited.
+//   - Close waits for refreshes in flight and releases their leases.
 package conf
 
 import (
