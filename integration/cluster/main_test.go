@@ -58,6 +58,7 @@ func TestCluster(t *testing.T) {
 			t.Run("refresh-only", func(t *testing.T) { testRefreshOnly(t, b) })
 			if b.d.Server != nil {
 				t.Run("outage", func(t *testing.T) { testOutage(t, b) })
+				t.Run("outage-rejections", func(t *testing.T) { testOutageRejections(t, b) })
 			}
 		})
 	}

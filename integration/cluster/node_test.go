@@ -76,6 +76,10 @@ type command struct {
 	Callers int           `json:"callers,omitempty"`
 	Timeout time.Duration `json:"timeout,omitempty"` // each call's ctx
 	Every   time.Duration `json:"every,omitempty"`   // opLoad: pause between calls
+	// Protected makes each opLoad call a conf.Do with the protected WeChat
+	// call (refreshed and retried once on a rejection) instead of a bare
+	// GetAccessToken; an error is a call that failed after its retry.
+	Protected bool `json:"protected,omitempty"`
 }
 
 // call is what one caller saw.
@@ -397,7 +401,17 @@ func (n *node) startLoad(cmd command) {
 				}
 				// A call in progress finishes even when the load ends.
 				cctx, ccancel := callCtx(cmd)
-				item, err := n.c.GetAccessToken(cctx)
+				var item store.Item
+				var err error
+				if cmd.Protected {
+					err = n.c.Do(cctx, func(tok string) error {
+						_, err := n.protected(cctx, tok)
+						return err
+					})
+					item.ExpiresAt = time.Now().Add(time.Hour) // not checked: WeChat accepted it
+				} else {
+					item, err = n.c.GetAccessToken(cctx)
+				}
 				now := time.Now()
 				ccancel()
 				n.mu.Lock()
