@@ -59,6 +59,7 @@ func TestCluster(t *testing.T) {
 			if b.d.Server != nil {
 				t.Run("outage", func(t *testing.T) { testOutage(t, b) })
 				t.Run("outage-rejections", func(t *testing.T) { testOutageRejections(t, b) })
+				t.Run("hung", func(t *testing.T) { testHung(t, b) })
 			}
 		})
 	}

@@ -101,6 +101,8 @@ type loadStats struct {
 	// Expired counts calls that returned a token already past its expiry.
 	Expired     int      `json:"expired"`
 	FirstErrors []string `json:"first_errors,omitempty"`
+	// Worst is the longest call.
+	Worst time.Duration `json:"worst"`
 }
 
 // events counts what the node's refresh engine reported (conf.WithObserver).
@@ -401,6 +403,7 @@ func (n *node) startLoad(cmd command) {
 				}
 				// A call in progress finishes even when the load ends.
 				cctx, ccancel := callCtx(cmd)
+				began := time.Now()
 				var item store.Item
 				var err error
 				if cmd.Protected {
@@ -416,6 +419,7 @@ func (n *node) startLoad(cmd command) {
 				ccancel()
 				n.mu.Lock()
 				n.load.Calls++
+				n.load.Worst = max(n.load.Worst, now.Sub(began))
 				switch {
 				case err != nil:
 					n.load.Errors++
