@@ -64,6 +64,11 @@ const (
 	// until opUnload, whose reply carries the counts.
 	opLoad   = "load"
 	opUnload = "unload"
+	// opFlood: Callers goroutines each, for Timeout, report the token
+	// their node serves as rejected (Invalidate) as fast as they can; the
+	// reply's Load counts the invalidations, the refused (limited) ones
+	// and other errors.
+	opFlood = "flood"
 	// opReady is the node's first reply, once it is set up.
 	opReady = "ready"
 	opQuit  = "quit"
@@ -103,6 +108,9 @@ type loadStats struct {
 	FirstErrors []string `json:"first_errors,omitempty"`
 	// Worst is the longest call.
 	Worst time.Duration `json:"worst"`
+	// Limited counts opFlood invalidations refused by the forced-refresh
+	// limit (conf.ErrRefreshLimited); they are not errors.
+	Limited int `json:"limited,omitempty"`
 }
 
 // events counts what the node's refresh engine reported (conf.WithObserver).
@@ -241,6 +249,8 @@ func (n *node) handle(cmd command) bool {
 		n.send(cmd, reply{})
 	case opUnload:
 		n.send(cmd, reply{Load: n.endLoad()})
+	case opFlood:
+		n.ops.Go(func() { n.send(cmd, reply{Load: n.flood(cmd)}) })
 	case opQuit:
 		n.shutdown()
 		n.send(cmd, reply{})
@@ -305,6 +315,43 @@ func (n *node) grant(cmd command) reply {
 	}
 	return reply{Calls: []call{{Token: r.AccessToken, Wait: time.Since(t0)}}}
 }
+
+// flood runs an opFlood.
+func (n *node) flood(cmd command) *loadStats {
+	var mu sync.Mutex
+	var ls loadStats
+	end := time.Now().Add(cmd.Timeout)
+	var wg sync.WaitGroup
+	for range max(cmd.Callers, 1) {
+		wg.Go(func() {
+			for time.Now().Before(end) {
+				ctx, cancel := context.WithDeadline(context.Background(), end.Add(replyGrace))
+				tok, err := n.c.AccessToken(ctx)
+				if err == nil {
+					_, err = n.c.Invalidate(ctx, conf.AccessToken, tok)
+				}
+				cancel()
+				mu.Lock()
+				ls.Calls++
+				switch {
+				case errors.Is(err, conf.ErrRefreshLimited):
+					ls.Limited++
+				case err != nil:
+					ls.Errors++
+					if len(ls.FirstErrors) < 5 {
+						ls.FirstErrors = append(ls.FirstErrors, err.Error())
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return &ls
+}
+
+// replyGrace: a flood's last call may run this long past the flood's end.
+const replyGrace = 10 * time.Second
 
 // do runs cmd.Callers conf.Do calls with the protected call, holding each
 // caller's first fn call at the barrier until release is closed.
