@@ -24,7 +24,19 @@ type SetFunc func(ctx context.Context, key string, item Item) error
 // passed on (wrapped) and is never turned into a miss.
 //
 // Set calls get first and skips the write when the stored item expires later
-// (newer wins). Sets through one FromFuncs value take turns, so newer-wins
+// (newer wins) and is Plausible at Set's clock; a stored item with no Value
+// or an expiry beyond MaxLifetime+ClockSlack is overwritten.
+//
+// Undecodable records: the adapter never sees the user's bytes, so only get
+// can tell that what it read is not an item. It should then return an
+// error matching ErrMalformed (fmt.Errorf("%w: ...", store.ErrMalformed)):
+// Get passes that on (wrapped, still matching ErrMalformed, never as a
+// miss), and Set treats the key as empty and calls set, so the record heals
+// at the next grant. A get that returns any other error for such a record
+// makes it an outage, and Set fails on it for as long as it is there; a get
+// that returns a made-up item instead is believed as far as Item.Plausible
+// allows. What the adapter guarantees is only what it can see: empty and
+// implausible items lose newer-wins, and ErrMalformed from get is healed. Sets through one FromFuncs value take turns, so newer-wins
 // holds among the goroutines that share it. Across processes (or FromFuncs
 // values) that read-then-write is NOT atomic: between the two calls another
 // node may write, and its newer item can be overwritten by an older one.
@@ -114,10 +126,11 @@ func (f *funcStore) Set(ctx context.Context, key string, item Item) error {
 	cur, err := f.read(ctx, key)
 	switch {
 	case err == nil:
-		if cur.Newer(item) {
+		if cur.Plausible(time.Now()) && cur.Newer(item) {
 			return nil
 		}
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrMalformed):
+		// Nothing there that newer-wins protects: overwrite.
 	default:
 		// Without the stored item newer-wins cannot be kept: fail rather
 		// than risk writing an older grant over a newer one.
