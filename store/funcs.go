@@ -24,13 +24,28 @@ type SetFunc func(ctx context.Context, key string, item Item) error
 // passed on (wrapped) and is never turned into a miss.
 //
 // Set calls get first and skips the write when the stored item expires later
-// (newer wins). Sets through one FromFuncs value take turns, so newer-wins
-// holds among the goroutines that share it. Across processes (or FromFuncs
-// values) that read-then-write is NOT atomic: between the two calls another
-// node may write, and its newer item can be overwritten by an older one.
-// Whether that can happen is up to the user's functions; make set itself
-// compare expiries (a conditional UPDATE, a CAS) when several nodes share the
-// place. If get fails, Set fails without calling set.
+// (newer wins) and is Plausible at Set's clock; a stored item with no Value
+// or an expiry beyond MaxLifetime+ClockSlack is overwritten. Sets through
+// one FromFuncs value take turns, so newer-wins holds among the goroutines
+// that share it. Across processes (or FromFuncs values) that
+// read-then-write is NOT atomic: between the two calls another node may
+// write, and its newer item can be overwritten by an older one. Whether that
+// can happen is up to the user's functions; make set itself compare
+// expiries (a conditional UPDATE, a CAS) when several nodes share the place.
+// If get fails, Set fails without calling set, unless the error matches
+// ErrMalformed.
+//
+// Undecodable records: the adapter never sees the user's bytes, so only get
+// can tell that what it read is not an item. It should then return an
+// error matching ErrMalformed (fmt.Errorf("%w: ...", store.ErrMalformed)):
+// Get passes that on (wrapped, still matching ErrMalformed, never as a
+// miss), and Set treats the key as empty and calls set, so the record heals
+// at the next grant. A get that returns any other error for such a record
+// makes it an outage, and Set fails on it for as long as it is there; a get
+// that makes up an item instead is believed, within what Item.Plausible
+// lets Set and the refresh engine check. So the adapter guarantees only
+// what it can see: empty and implausible items lose newer-wins, and
+// ErrMalformed from get is reported and healed.
 //
 // WARNING: the lease is in-process only. Lock takes a lease inside the Store
 // value that FromFuncs returns; it excludes only callers sharing that value.
@@ -114,10 +129,11 @@ func (f *funcStore) Set(ctx context.Context, key string, item Item) error {
 	cur, err := f.read(ctx, key)
 	switch {
 	case err == nil:
-		if cur.Newer(item) {
+		if cur.Plausible(time.Now()) && cur.Newer(item) {
 			return nil
 		}
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrMalformed):
+		// Nothing there that newer-wins protects: overwrite.
 	default:
 		// Without the stored item newer-wins cannot be kept: fail rather
 		// than risk writing an older grant over a newer one.

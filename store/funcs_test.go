@@ -18,6 +18,7 @@ import (
 type mapFuncs struct {
 	mu    sync.Mutex
 	items map[string]store.Item
+	raw   map[string][]byte // records get cannot decode, planted by tests
 	gets  int
 	sets  int
 
@@ -33,6 +34,10 @@ func (m *mapFuncs) get(_ context.Context, key string) (store.Item, error) {
 	m.gets++
 	if m.getErr != nil {
 		return store.Item{}, m.getErr
+	}
+	if raw, ok := m.raw[key]; ok {
+		// What a user's get should do with bytes that are not an item.
+		return store.Item{}, fmt.Errorf("%w: %d bytes that are not an item", store.ErrMalformed, len(raw))
 	}
 	it, ok := m.items[key]
 	if !ok {
@@ -50,8 +55,20 @@ func (m *mapFuncs) set(_ context.Context, key string, item store.Item) error {
 	if m.setErr != nil {
 		return m.setErr
 	}
+	delete(m.raw, key)
 	m.items[key] = item
 	return nil
+}
+
+// plant puts raw under key in place of an item, as another program might.
+func (m *mapFuncs) plant(key string, raw []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.raw == nil {
+		m.raw = map[string][]byte{}
+	}
+	delete(m.items, key)
+	m.raw[key] = raw
 }
 
 func (m *mapFuncs) store() store.Store { return store.FromFuncs(m.get, m.set) }
@@ -73,8 +90,62 @@ func (m *mapFuncs) counts() (gets, sets int) {
 // It runs without WithBroken too: the lease never calls the user's functions,
 // so Lock succeeds while they are down, and the Broken subtest demands an
 // error from every operation. TestFuncsOutage checks Get and Set instead.
+//
+// Its raw writer plants records that the map's get reports as
+// store.ErrMalformed, the way the adapter asks users' functions to.
 func TestFuncsConformance(t *testing.T) {
-	storetest.Run(t, func(*testing.T) store.Store { return newMapFuncs().store() })
+	var maps sync.Map // store.Store -> *mapFuncs
+	storetest.Run(t, func(*testing.T) store.Store {
+		m := newMapFuncs()
+		s := m.store()
+		maps.Store(s, m)
+		return s
+	}, storetest.WithRawWriter(func(t *testing.T, s store.Store, key string, raw []byte) {
+		m, ok := maps.Load(s)
+		if !ok {
+			t.Fatal("raw writer: a store that newStore did not make")
+		}
+		m.(*mapFuncs).plant(key, raw)
+	}))
+}
+
+// TestFuncsImplausibleReplaced: a stored item that WeChat cannot have
+// granted (no value, or an expiry beyond MaxLifetime+ClockSlack, as a
+// poisoned cache holds) does not win newer-wins: Set writes over it.
+func TestFuncsImplausibleReplaced(t *testing.T) {
+	for _, bad := range []store.Item{
+		{Value: "POISON", ExpiresAt: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Value: "", ExpiresAt: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Value: "POISON", ExpiresAt: time.Now().Add(store.MaxLifetime + store.ClockSlack + time.Minute)},
+	} {
+		m := newMapFuncs()
+		m.items["k"] = bad // written behind the adapter's back
+		good := store.Item{Value: "good", ExpiresAt: time.Now().Add(2 * time.Hour)}
+		if err := m.store().Set(t.Context(), "k", good); err != nil {
+			t.Fatalf("Set over %v: %v", bad, err)
+		}
+		if got := m.items["k"]; got != good {
+			t.Errorf("Set over the implausible %v left %v; want %v", bad, got, good)
+		}
+	}
+}
+
+// TestFuncsMalformedHeals: a get that reports store.ErrMalformed makes Get
+// fail with an error matching it (not a miss), and Set overwrite the record.
+func TestFuncsMalformedHeals(t *testing.T) {
+	m := newMapFuncs()
+	s := m.store()
+	m.plant("k", []byte("\xff garbage"))
+	if _, err := s.Get(t.Context(), "k"); !errors.Is(err, store.ErrMalformed) || errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get of a record get cannot decode: %v, want an error matching store.ErrMalformed", err)
+	}
+	good := store.Item{Value: "good", ExpiresAt: time.Now().Add(time.Hour)}
+	if err := s.Set(t.Context(), "k", good); err != nil {
+		t.Fatalf("Set over a malformed record: %v, want nil (it must heal)", err)
+	}
+	if got, err := s.Get(t.Context(), "k"); err != nil || got != good {
+		t.Fatalf("Get after Set over a malformed record = %v, %v; want %v", got, err, good)
+	}
 }
 
 // TestFuncsOutage checks that the user's errors are outages, not misses, and

@@ -81,6 +81,12 @@ func (m *Memory) Get(ctx context.Context, key string) (Item, error) {
 // Set stores item under key unless the stored item expires later, and then
 // wakes the key's watchers. An item that loses is dropped without error. An
 // item with an empty Value or a zero ExpiresAt is refused with an error.
+//
+// Newer-wins protects only a stored item that is Plausible at this call's
+// clock: one whose expiry lies beyond MaxLifetime+ClockSlack (set by a
+// caller whose clock ran far ahead, or by a bug) is replaced. A Memory
+// holds no encoded records, so nothing in it is ever undecodable, and Get
+// never returns ErrMalformed.
 func (m *Memory) Set(ctx context.Context, key string, item Item) error {
 	if err := ctx.Err(); err != nil {
 		return memErr("set", key, err)
@@ -88,9 +94,10 @@ func (m *Memory) Set(ctx context.Context, key string, item Item) error {
 	if err := checkItem(item); err != nil {
 		return memErr("set", key, err)
 	}
+	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if cur, ok := m.items[key]; ok && cur.Newer(item) {
+	if cur, ok := m.items[key]; ok && cur.Plausible(now) && cur.Newer(item) {
 		return nil
 	}
 	if m.items == nil {

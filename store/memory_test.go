@@ -51,6 +51,28 @@ func TestMemoryNewerWins(t *testing.T) {
 	}
 }
 
+// TestMemoryImplausibleReplaced: an item set with an expiry no WeChat
+// credential has (a node whose clock ran decades ahead) does not hold the
+// key by newer-wins: the next normal Set replaces it, whatever its expiry.
+func TestMemoryImplausibleReplaced(t *testing.T) {
+	for _, exp := range []time.Time{
+		time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Now().Add(store.MaxLifetime + store.ClockSlack + time.Minute),
+	} {
+		m := store.NewMemory()
+		if err := m.Set(t.Context(), "k", store.Item{Value: "POISON", ExpiresAt: exp}); err != nil {
+			t.Fatal(err)
+		}
+		good := store.Item{Value: "good", ExpiresAt: time.Now().Add(2 * time.Hour)}
+		if err := m.Set(t.Context(), "k", good); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := m.Get(t.Context(), "k"); err != nil || got != good {
+			t.Errorf("after POISON expiring %v then %v: Get = %v, %v; want the good item", exp, good, got, err)
+		}
+	}
+}
+
 func TestMemoryItemExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()

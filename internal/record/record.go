@@ -19,7 +19,6 @@
 package record
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -39,8 +38,20 @@ var minExpiry = time.Unix(0, 0)
 
 // ErrMalformed is matched (with errors.Is) by Decode's error when the bytes
 // are not a record: most likely another program writes under the same
-// prefix.
-var ErrMalformed = errors.New("malformed record (is another program writing under this prefix?)")
+// prefix. It wraps store.ErrMalformed, so Decode's error (and a backend's
+// *store.OpError around it) also matches that: the refresh engine treats the
+// key as empty, and the next Set overwrites the record.
+var ErrMalformed error = malformed{}
+
+// malformed is ErrMalformed's type: its own message, store.ErrMalformed's
+// meaning.
+type malformed struct{}
+
+func (malformed) Error() string {
+	return "malformed record (is another program writing under this prefix?)"
+}
+
+func (malformed) Unwrap() error { return store.ErrMalformed }
 
 // Encode returns the record for it: the expiry stamp, then the value. It
 // fails, with an error naming the expiry and the bound it crosses, when the

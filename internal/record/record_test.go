@@ -130,6 +130,9 @@ func TestDecodeMalformed(t *testing.T) {
 			if !errors.Is(err, record.ErrMalformed) {
 				t.Errorf("Decode(%q): %v, does not match ErrMalformed", tc.rec, err)
 			}
+			if !errors.Is(err, store.ErrMalformed) {
+				t.Errorf("Decode(%q): %v, does not match store.ErrMalformed", tc.rec, err)
+			}
 			if !strings.Contains(err.Error(), tc.why) {
 				t.Errorf("Decode(%q): error %q does not say %q", tc.rec, err, tc.why)
 			}

@@ -232,6 +232,12 @@ func (s *Store) buckets(tx *bbolt.Tx) (items, leases *bbolt.Bucket, err error) {
 // Item records are: 8 bytes of Unix seconds, 4 bytes of nanoseconds (both
 // big-endian), then the value. Seconds and nanoseconds rather than
 // UnixNano, so that every time.Time (the zero one included) survives.
+//
+// A record shorter than the header, or with nanoseconds of a second or
+// more, was not written by this package: Get reports it with an error
+// matching store.ErrMalformed, and Set overwrites it (so does Set a stored
+// item that is not store.Item.Plausible), so that a bad record heals at the
+// next grant instead of failing every Set for ever.
 const itemHeader = 12
 
 func encodeItem(it store.Item) []byte {
@@ -242,20 +248,23 @@ func encodeItem(it store.Item) []byte {
 	return buf
 }
 
+// decodeExpiry reads the expiry of an item record. Its errors match
+// store.ErrMalformed and never quote the record (it holds a credential).
 func decodeExpiry(buf []byte) (time.Time, error) {
 	if len(buf) < itemHeader {
-		return time.Time{}, fmt.Errorf("corrupt record: %d bytes, want at least %d", len(buf), itemHeader)
+		return time.Time{}, fmt.Errorf("corrupt record: %w: %d bytes, want at least %d", store.ErrMalformed, len(buf), itemHeader)
 	}
 	sec := int64(binary.BigEndian.Uint64(buf[0:8]))
 	nsec := int64(binary.BigEndian.Uint32(buf[8:12]))
 	if nsec >= 1e9 {
-		return time.Time{}, fmt.Errorf("corrupt record: nanoseconds %d out of range", nsec)
+		return time.Time{}, fmt.Errorf("corrupt record: %w: nanoseconds %d out of range", store.ErrMalformed, nsec)
 	}
 	return time.Unix(sec, nsec), nil
 }
 
 // Get returns the item under key, or an error matching store.ErrNotFound
-// when there is none or it has expired.
+// when there is none or it has expired, or one matching store.ErrMalformed
+// when the record under key cannot be decoded.
 func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 	if err := s.begin(ctx, "get", key); err != nil {
 		return store.Item{}, err
@@ -289,7 +298,9 @@ func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 
 // Set stores item under key unless the stored item expires later; the
 // comparison and the write happen in one bbolt transaction. A stored item
-// that has expired and loses to nothing newer is dropped. Watchers of key in
+// that has expired and loses to nothing newer is dropped. A stored record
+// that cannot be decoded, and a stored item that is not Plausible at this
+// node's clock, are overwritten whatever their expiry. Watchers of key in
 // this process are woken when the item is stored.
 func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 	if err := s.begin(ctx, "set", key); err != nil {
@@ -302,14 +313,14 @@ func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 			return err
 		}
 		k := []byte(key)
+		now := time.Now()
 		if v := items.Get(k); v != nil {
 			exp, err := decodeExpiry(v)
-			if err != nil {
-				return err
-			}
-			if !item.ExpiresAt.After(exp) {
+			// Undecodable or implausible: nothing newer-wins protects.
+			keep := err == nil && (store.Item{Value: string(v[itemHeader:]), ExpiresAt: exp}).Plausible(now)
+			if keep && !item.ExpiresAt.After(exp) {
 				// The stored item wins. Drop it if it is dead anyway.
-				if !time.Now().Before(exp) {
+				if !now.Before(exp) {
 					return items.Delete(k)
 				}
 				return nil
@@ -342,9 +353,14 @@ func encodeLease(owner [ownerLen]byte, exp time.Time) []byte {
 	return buf
 }
 
+// decodeLease reads a lease record. A record of the wrong length was not
+// written by this package; its error matches store.ErrMalformed, and Lock
+// takes such a lease as free (a lease is only ever held for its ttl, and a
+// record nobody can read belongs to no holder), Unlock and Extend as not
+// ours.
 func decodeLease(buf []byte) (owner [ownerLen]byte, exp time.Time, err error) {
 	if len(buf) != leaseLen {
-		return owner, exp, fmt.Errorf("corrupt lease record: %d bytes, want %d", len(buf), leaseLen)
+		return owner, exp, fmt.Errorf("corrupt lease record: %w: %d bytes, want %d", store.ErrMalformed, len(buf), leaseLen)
 	}
 	copy(owner[:], buf)
 	return owner, time.Unix(0, int64(binary.BigEndian.Uint64(buf[ownerLen:]))), nil
@@ -352,7 +368,8 @@ func decodeLease(buf []byte) (owner [ownerLen]byte, exp time.Time, err error) {
 
 // Lock takes the lease on key for ttl, or returns an error matching
 // store.ErrLocked at once when a live lease is held, by this process or by
-// an earlier run of it that has not reached its ttl.
+// an earlier run of it that has not reached its ttl. A lease record that
+// cannot be decoded is taken over as free.
 func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.Lease, error) {
 	if err := s.begin(ctx, "lock", key); err != nil {
 		return nil, err
@@ -372,11 +389,8 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 		k := []byte(key)
 		now := time.Now()
 		if v := leases.Get(k); v != nil {
-			_, exp, err := decodeLease(v)
-			if err != nil {
-				return err
-			}
-			if now.Before(exp) {
+			// An undecodable record holds no live lease: take it over.
+			if _, exp, err := decodeLease(v); err == nil && now.Before(exp) {
 				return store.ErrLocked
 			}
 		}
@@ -448,8 +462,8 @@ func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
 }
 
 // current reads the lease record of l's key in tx: whether it holds our
-// owner value (false when there is none) and when it expires. It also
-// returns the leases bucket, for the caller's write.
+// owner value (false when there is none, or it cannot be decoded) and when
+// it expires. It also returns the leases bucket, for the caller's write.
 func (l *Lease) current(tx *bbolt.Tx) (leases *bbolt.Bucket, ours bool, exp time.Time, err error) {
 	_, leases, err = l.s.buckets(tx)
 	if err != nil {
@@ -461,7 +475,7 @@ func (l *Lease) current(tx *bbolt.Tx) (leases *bbolt.Bucket, ours bool, exp time
 	}
 	owner, exp, err := decodeLease(v)
 	if err != nil {
-		return nil, false, time.Time{}, err
+		return leases, false, time.Time{}, nil // not ours, whoever wrote it
 	}
 	return leases, owner == l.owner, exp, nil
 }

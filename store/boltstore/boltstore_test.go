@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -305,27 +306,91 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-func TestCorruptRecordsAreErrors(t *testing.T) {
-	ctx := context.Background()
-	s := open(t)
+// putRaw writes raw under key in s's items or leases bucket, behind the
+// store's back.
+func putRaw(t *testing.T, s *Store, bucket []byte, key string, raw []byte) {
+	t.Helper()
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(s.bucket)
-		if err := b.Bucket(itemsBucket).Put([]byte("k"), []byte("short")); err != nil {
-			return err
-		}
-		return b.Bucket(leasesBucket).Put([]byte("k"), []byte("short"))
+		return tx.Bucket(s.bucket).Bucket(bucket).Put([]byte(key), raw)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get(ctx, "k"); err == nil || errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "corrupt") {
-		t.Errorf("Get of a corrupt item: %v", err)
+}
+
+// malformedItems are item records this package cannot decode: too short for
+// the header, or nanoseconds out of range.
+var malformedItems = [][]byte{
+	{},
+	[]byte("short"),
+	[]byte("11 bytes..."),
+	append(bytes.Repeat([]byte{0xff}, itemHeader), "SECRET"...),
+	append([]byte{0, 0, 0, 0, 0x69, 0x55, 0xb9, 0x00, 0x3b, 0x9a, 0xca, 0x00}, "SECRET"...), // 1e9 ns
+}
+
+// TestCorruptRecordsHeal: garbage under an item's key is reported by Get as
+// store.ErrMalformed (not a miss, not a bare error) and overwritten by Set,
+// which used to fail on it for ever; a corrupt lease record does not wedge
+// Lock, and Unlock and Extend of a lease see it as not theirs.
+func TestCorruptRecordsHeal(t *testing.T) {
+	ctx := context.Background()
+	for i, raw := range malformedItems {
+		s := open(t)
+		putRaw(t, s, itemsBucket, "k", raw)
+		_, err := s.Get(ctx, "k")
+		wantOpErr(t, err, "get", "k", store.ErrMalformed)
+		if errors.Is(err, store.ErrNotFound) || strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("record %d: Get of a corrupt item: %v; want ErrMalformed, not a miss, not quoting the record", i, err)
+		}
+		want := store.Item{Value: "v", ExpiresAt: time.Now().Add(time.Hour)}
+		if err := s.Set(ctx, "k", want); err != nil {
+			t.Fatalf("record %d: Set over a corrupt item: %v; want it overwritten", i, err)
+		}
+		if got, err := s.Get(ctx, "k"); err != nil || got.Value != "v" || !got.ExpiresAt.Equal(want.ExpiresAt) {
+			t.Fatalf("record %d: Get after Set over a corrupt item = %v, %v", i, got, err)
+		}
 	}
-	if err := s.Set(ctx, "k", store.Item{Value: "v", ExpiresAt: time.Now().Add(time.Hour)}); err == nil {
-		t.Error("Set over a corrupt item succeeded")
+
+	s := open(t)
+	for _, raw := range [][]byte{{}, []byte("short"), bytes.Repeat([]byte{0xff}, leaseLen+1)} {
+		putRaw(t, s, leasesBucket, "k", raw)
+		l, err := s.Lock(ctx, "k", time.Minute)
+		if err != nil {
+			t.Fatalf("Lock over a corrupt lease record (%d bytes): %v; want the lease (a record nobody can read holds no lease)", len(raw), err)
+		}
+		if _, err := s.Lock(ctx, "k", time.Minute); !errors.Is(err, store.ErrLocked) {
+			t.Fatalf("second Lock after taking over a corrupt lease: %v, want ErrLocked", err)
+		}
+		putRaw(t, s, leasesBucket, "k", raw)
+		if err := l.Unlock(ctx); err != nil {
+			t.Errorf("Unlock of a lease whose record was overwritten with garbage: %v, want nil", err)
+		}
+		if err := l.(*Lease).Extend(ctx, time.Minute); !errors.Is(err, store.ErrLeaseLost) {
+			t.Errorf("Extend of a lease whose record was overwritten with garbage: %v, want ErrLeaseLost", err)
+		}
 	}
-	if _, err := s.Lock(ctx, "k", time.Minute); err == nil || errors.Is(err, store.ErrLocked) {
-		t.Errorf("Lock over a corrupt lease: %v", err)
+}
+
+// TestImplausibleItemsReplaced: records that decode but that WeChat cannot
+// have granted (a poisoned expiry in 2100, an empty value) do not hold the
+// key by newer-wins.
+func TestImplausibleItemsReplaced(t *testing.T) {
+	ctx := context.Background()
+	for _, bad := range []store.Item{
+		{Value: "POISON", ExpiresAt: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Value: "", ExpiresAt: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Value: "", ExpiresAt: time.Now().Add(time.Hour)},
+		{Value: "POISON", ExpiresAt: time.Unix(1<<62, 999999999)},
+	} {
+		s := open(t)
+		putRaw(t, s, itemsBucket, "k", encodeItem(bad))
+		want := store.Item{Value: "v", ExpiresAt: time.Now().Add(2 * time.Hour)}
+		if err := s.Set(ctx, "k", want); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Get(ctx, "k"); err != nil || got.Value != "v" {
+			t.Errorf("Set over the implausible %v: Get = %v, %v; want it replaced", bad, got, err)
+		}
 	}
 }
 

@@ -32,5 +32,9 @@ func TestConformance(t *testing.T) {
 			s.Close()
 			return s
 		}),
+		storetest.WithRawWriter(func(t *testing.T, s store.Store, key string, raw []byte) {
+			putRaw(t, s.(*Store), itemsBucket, key, raw)
+		}),
+		storetest.WithMalformed(malformedItems...),
 	)
 }

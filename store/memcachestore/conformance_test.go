@@ -6,6 +6,7 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 
+	"github.com/wechatconf/wechatconf/internal/record/recordtest"
 	"github.com/wechatconf/wechatconf/internal/testserver"
 	"github.com/wechatconf/wechatconf/store"
 	"github.com/wechatconf/wechatconf/store/memcachestore"
@@ -38,5 +39,22 @@ func TestConformance(t *testing.T) {
 			return memcachestore.New(client(t, down.Addr), memcachestore.WithPrefix(uniquePrefix(t)))
 		}),
 		storetest.WithGranularity(time.Second),
+		storetest.WithRawWriter(func(t *testing.T, s store.Store, key string, raw []byte) {
+			c := client(t, srv.Addr)
+			full := memcachestore.Prefix(s.(*memcachestore.Store)) + key
+			if err := c.Set(&memcache.Item{Key: full, Value: raw, Expiration: 3600}); err != nil {
+				t.Fatalf("raw set %q: %v", full, err)
+			}
+		}),
+		storetest.WithMalformed(malformed()...),
 	)
+}
+
+// malformed is recordtest.Malformed as storetest.WithMalformed takes it.
+func malformed() [][]byte {
+	var raws [][]byte
+	for _, rec := range recordtest.Malformed {
+		raws = append(raws, []byte(rec))
+	}
+	return raws
 }

@@ -13,12 +13,22 @@
 //     expires.
 //   - Set is newer-wins by compare-and-swap: gets, compare the stored expiry,
 //     then cas (or add when there is nothing stored), retrying a bounded
-//     number of times when another node wrote in between.
+//     number of times when another node wrote in between. Newer-wins
+//     protects only plausible items: a stored record that internal/record
+//     cannot decode, or whose item is not store.Item.Plausible at the
+//     writer's clock (no value, or an expiry beyond store.MaxLifetime plus
+//     store.ClockSlack), is overwritten whatever its expiry; Get reports an
+//     undecodable record with an error matching store.ErrMalformed.
 //   - A lease lives beside the item, under prefix+key+":lock", taken by add
 //     with a random owner value. Unlock and Extend read the lease with gets,
 //     compare the owner, and cas it (Unlock with a negative expiration,
 //     which memcached expires at once), so a holder whose lease ran out
-//     never releases or extends the next holder's lease.
+//     never releases or extends the next holder's lease. A lease record that
+//     is not an owner value this package writes (another program's, with
+//     perhaps no expiration at all) holds no lease: Lock takes it over by
+//     cas. memcached does not tell a record's remaining time, so a foreign
+//     record shaped like an owner value, stored without expiration, would
+//     still block Lock until evicted or deleted.
 //
 // Since leases sit beside items, do not use a key that ends in ":lock": its
 // item would share a name with another key's lease.
@@ -146,8 +156,9 @@ func checkKey(full string) error {
 }
 
 // Get returns the item under key, or store.ErrNotFound when there is none or
-// the stored one has expired. Any other error means memcached could not be
-// read; it is a *store.OpError.
+// the stored one has expired. A record that cannot be decoded gives a
+// *store.OpError matching store.ErrMalformed. Any other error means
+// memcached could not be read; it is a *store.OpError.
 func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 	if err := ctx.Err(); err != nil {
 		return store.Item{}, opErr("get", key, err)
@@ -175,7 +186,8 @@ func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 
 // Set stores item under key unless the stored item expires later (newer
 // wins), by compare-and-swap. An item that has already expired is dropped
-// without error, and so is one that loses.
+// without error, and so is one that loses. A stored record that cannot be
+// decoded, or that is not Plausible at this node's clock, is overwritten.
 func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 	if err := ctx.Err(); err != nil {
 		return opErr("set", key, err)
@@ -209,7 +221,7 @@ func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 			}
 		case err != nil:
 		default:
-			if old, derr := record.Decode(string(cur.Value)); derr == nil && old.ExpiresAt.After(item.ExpiresAt) {
+			if old, derr := record.Decode(string(cur.Value)); derr == nil && old.Plausible(time.Now()) && old.ExpiresAt.After(item.ExpiresAt) {
 				return nil // the stored item is newer
 			}
 			mi.CasID = cur.CasID
@@ -233,7 +245,9 @@ func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 
 // Lock takes the lease on key with add, for ttl rounded up to whole seconds
 // plus one (see the package doc), or returns store.ErrLocked at once when
-// another holder's lease is live. The lease implements store.Extender.
+// another holder's lease is live. A lease record that is not an owner value
+// (see validOwner) is taken over by cas. The lease implements
+// store.Extender.
 func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, opErr("lock", key, err)
@@ -246,14 +260,71 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 		return nil, opErr("lock", key, err)
 	}
 	l := &lease{s: s, key: key, lockKey: full, owner: []byte(rand.Text())}
-	err := s.c.Add(&memcache.Item{Key: full, Value: l.owner, Expiration: expiration(ttl)})
-	if err == memcache.ErrNotStored {
-		return nil, store.ErrLocked
+	mi := &memcache.Item{Key: full, Value: l.owner, Expiration: expiration(ttl)}
+	err := s.lock(ctx, mi)
+	if err == store.ErrLocked {
+		return nil, err
 	}
 	if err != nil {
 		return nil, opErr("lock", key, err)
 	}
 	return l, nil
+}
+
+// lockAttempts bounds Lock's add, look, cas round: each retry means the
+// record changed in between (released, or taken), so a few are plenty, and
+// Lock must not wait.
+const lockAttempts = 3
+
+// lock writes mi, the new lease record, with add; when a record is there
+// already and it is not an owner value (garbage another program left,
+// maybe without expiration), it replaces it with cas. A record that is an
+// owner value means store.ErrLocked.
+func (s *Store) lock(ctx context.Context, mi *memcache.Item) error {
+	for range lockAttempts {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := s.c.Add(mi)
+		if err != memcache.ErrNotStored {
+			return err
+		}
+		cur, err := s.c.Get(mi.Key)
+		switch {
+		case err == memcache.ErrCacheMiss:
+			continue // released since add: try again
+		case err != nil:
+			return err
+		case validOwner(cur.Value):
+			return store.ErrLocked
+		}
+		mi.CasID = cur.CasID
+		if s.beforeWrite != nil {
+			s.beforeWrite()
+		}
+		err = s.c.CompareAndSwap(mi)
+		switch err {
+		case memcache.ErrCASConflict, memcache.ErrCacheMiss, memcache.ErrNotStored:
+			continue // rewritten or gone since gets: look again
+		}
+		return err
+	}
+	return store.ErrLocked
+}
+
+// validOwner reports whether v can be an owner value that Lock wrote:
+// crypto/rand.Text's base32 (A-Z, 2-7), of the length it has (26) or
+// thereabouts.
+func validOwner(v []byte) bool {
+	if len(v) < 16 || len(v) > 64 {
+		return false
+	}
+	for _, c := range v {
+		if (c < 'A' || c > 'Z') && (c < '2' || c > '7') {
+			return false
+		}
+	}
+	return true
 }
 
 // lease is a lease on one key, identified by its random owner value.

@@ -296,6 +296,41 @@ func TestLease(t *testing.T) {
 	}
 }
 
+// TestForeignLeaseRecord: a lease record that no Lock wrote (garbage left
+// by another program, without expiration) used to block Lock for ever.
+// Lock takes it over with cas, with the TTL it was asked for; a record
+// shaped like an owner value still means the key is locked.
+func TestForeignLeaseRecord(t *testing.T) {
+	ctx := context.Background()
+	srv, c, s, p := newStore(t)
+	lockKey := p + key + ":lock"
+	for _, raw := range []string{"x", "garbage that is not an owner", "abcdefghijklmnopqrstuvwxyz", "\x00\xff"} {
+		if err := c.Set(&memcache.Item{Key: lockKey, Value: []byte(raw)}); err != nil { // no expiration
+			t.Fatal(err)
+		}
+		l, err := s.Lock(ctx, key, 30*time.Second)
+		if err != nil {
+			t.Fatalf("Lock over the foreign lease record %q: %v; want the lease", raw, err)
+		}
+		if sec, ok := ttl(t, srv.Addr, lockKey); !ok || sec < 30 || sec > 31 {
+			t.Fatalf("lock TTL after taking over %q = %d s (present %v), want 30 or 31", raw, sec, ok)
+		}
+		if _, err := s.Lock(ctx, key, time.Minute); err != store.ErrLocked {
+			t.Fatalf("second Lock after taking over %q: %v, want ErrLocked", raw, err)
+		}
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An owner-shaped record is a lease, whoever wrote it.
+	if err := c.Set(&memcache.Item{Key: lockKey, Value: []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), Expiration: 60}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lock(ctx, key, time.Minute); err != store.ErrLocked {
+		t.Fatalf("Lock over an owner-shaped lease record: %v, want ErrLocked", err)
+	}
+}
+
 // TestUnlockRaces takes the lease over between Unlock's gets and its cas:
 // the cas must fail and leave the new holder's lease alone.
 func TestUnlockRaces(t *testing.T) {

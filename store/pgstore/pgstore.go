@@ -22,6 +22,16 @@
 // Expiry times are stored as timestamptz, which keeps microseconds: finer
 // parts of Item.ExpiresAt are dropped, and newer-wins compares at that
 // precision.
+//
+// Rows written by others: newer-wins protects only plausible rows. Set
+// overwrites, whatever its expiry, a row with an empty (or NULL) value, a
+// NULL or non-finite expires_at ('infinity', '-infinity'), or an expiry
+// beyond the writer's now plus store.MaxLifetime and store.ClockSlack. Get
+// reports a row it cannot turn into an Item (a non-finite or NULL expiry, a
+// NULL value) with an error matching store.ErrMalformed. A lease row whose
+// expires_at is 'infinity' (or NULL) is no lease: pgstore never writes one
+// (Unlock writes '-infinity', which has passed), so Lock takes it over as
+// free rather than let it block every node for ever.
 package pgstore
 
 import (
@@ -36,6 +46,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/wechatconf/wechatconf/store"
 )
@@ -149,9 +160,14 @@ type statements struct {
 func buildStatements(table string) statements {
 	items := pgx.Identifier{table}.Sanitize()
 	leases := pgx.Identifier{table + "_leases"}.Sanitize()
+	// $4 is the writer's now plus store.MaxLifetime+store.ClockSlack: a
+	// stored row past it, or one that is not an item at all, loses
+	// newer-wins.
 	set := `INSERT INTO ` + items + ` AS t (key, value, expires_at) VALUES ($1, $2, $3)
 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at
-WHERE t.expires_at < EXCLUDED.expires_at`
+WHERE t.expires_at < EXCLUDED.expires_at
+   OR t.expires_at IS NULL OR NOT isfinite(t.expires_at) OR t.expires_at > $4::timestamptz
+   OR t.value IS NULL OR t.value = ''`
 	return statements{
 		migrateItems: `CREATE TABLE IF NOT EXISTS ` + items + ` (
 	key        text PRIMARY KEY,
@@ -164,20 +180,22 @@ WHERE t.expires_at < EXCLUDED.expires_at`
 	fence      bigint NOT NULL,
 	expires_at timestamptz NOT NULL
 )`,
-		get: `SELECT value, expires_at FROM ` + items + ` WHERE key = $1 AND expires_at > clock_timestamp()`,
+		// Rows that are no item are returned too, for Get to report.
+		get: `SELECT value, expires_at FROM ` + items + ` WHERE key = $1
+AND (expires_at > clock_timestamp() OR expires_at IS NULL OR NOT isfinite(expires_at))`,
 		set: set,
 		// The NOTIFY goes out with the statement's commit, and only when
 		// the row was written: a Set that lost wakes nobody.
-		setNotify: `WITH written AS (` + set + ` RETURNING key) SELECT pg_notify($4, key) FROM written`,
+		setNotify: `WITH written AS (` + set + ` RETURNING key) SELECT pg_notify($5, key) FROM written`,
 		lock: `INSERT INTO ` + leases + ` AS l (key, owner, fence, expires_at) VALUES ($1, $2, 1, clock_timestamp() + $3::interval)
-ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, fence = l.fence + 1, expires_at = EXCLUDED.expires_at
-WHERE l.expires_at < clock_timestamp()
+ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, fence = COALESCE(l.fence, 0) + 1, expires_at = EXCLUDED.expires_at
+WHERE l.expires_at < clock_timestamp() OR l.expires_at IS NULL OR NOT isfinite(l.expires_at)
 RETURNING fence`,
 		// Unlock expires the row rather than deleting it, so that the fence
 		// keeps counting up across holders.
 		unlock: `UPDATE ` + leases + ` SET expires_at = '-infinity' WHERE key = $1 AND owner = $2`,
 		extend: `UPDATE ` + leases + ` SET expires_at = clock_timestamp() + $3::interval
-WHERE key = $1 AND owner = $2 AND expires_at > clock_timestamp()`,
+WHERE key = $1 AND owner = $2 AND expires_at > clock_timestamp() AND isfinite(expires_at)`,
 		listen: `LISTEN ` + pgx.Identifier{table}.Sanitize(),
 	}
 }
@@ -337,34 +355,51 @@ func (s *Store) fail(op, key string, err error) error {
 }
 
 // Get returns the item under key, or an error matching store.ErrNotFound
-// when there is none or it has expired by the database clock.
+// when there is none or it has expired by the database clock, or one
+// matching store.ErrMalformed when the row is no item: a NULL value, a NULL
+// or non-finite ('infinity', '-infinity') expiry.
 func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 	if err := s.begin(ctx, "get", key); err != nil {
 		return store.Item{}, err
 	}
-	var it store.Item
-	err := s.pool.QueryRow(ctx, s.sql.get, s.prefix+key).Scan(&it.Value, &it.ExpiresAt)
+	var (
+		value pgtype.Text
+		exp   pgtype.Timestamptz
+	)
+	err := s.pool.QueryRow(ctx, s.sql.get, s.prefix+key).Scan(&value, &exp)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Item{}, opErr("get", key, store.ErrNotFound)
 	}
 	if err != nil {
 		return store.Item{}, s.fail("get", key, err)
 	}
-	return it, nil
+	switch {
+	case !value.Valid:
+		return store.Item{}, opErr("get", key, fmt.Errorf("%w: the value is NULL", store.ErrMalformed))
+	case !exp.Valid:
+		return store.Item{}, opErr("get", key, fmt.Errorf("%w: expires_at is NULL", store.ErrMalformed))
+	case exp.InfinityModifier == pgtype.Infinity:
+		return store.Item{}, opErr("get", key, fmt.Errorf("%w: expires_at is 'infinity'", store.ErrMalformed))
+	case exp.InfinityModifier != pgtype.Finite:
+		return store.Item{}, opErr("get", key, fmt.Errorf("%w: expires_at is '-infinity'", store.ErrMalformed))
+	}
+	return store.Item{Value: value.String, ExpiresAt: exp.Time}, nil
 }
 
 // Set stores item under key unless the stored item expires later, in one
-// statement. With WithNotify the same statement sends a NOTIFY when the
-// item was stored.
+// statement. A stored row that is no item (see Get) or that is not
+// Plausible at this node's clock is overwritten whatever its expiry. With
+// WithNotify the same statement sends a NOTIFY when the item was stored.
 func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 	if err := s.begin(ctx, "set", key); err != nil {
 		return err
 	}
+	bound := time.Now().Add(store.MaxLifetime + store.ClockSlack)
 	var err error
 	if s.notify {
-		_, err = s.pool.Exec(ctx, s.sql.setNotify, s.prefix+key, item.Value, item.ExpiresAt, s.table)
+		_, err = s.pool.Exec(ctx, s.sql.setNotify, s.prefix+key, item.Value, item.ExpiresAt, bound, s.table)
 	} else {
-		_, err = s.pool.Exec(ctx, s.sql.set, s.prefix+key, item.Value, item.ExpiresAt)
+		_, err = s.pool.Exec(ctx, s.sql.set, s.prefix+key, item.Value, item.ExpiresAt, bound)
 	}
 	if err != nil {
 		return s.fail("set", key, err)
@@ -380,7 +415,8 @@ func interval(ttl time.Duration) time.Duration {
 
 // Lock takes the lease on key for ttl by inserting or taking over its row,
 // or returns an error matching store.ErrLocked at once when the row holds a
-// live lease.
+// live lease. A row whose expiry is 'infinity' or NULL holds no lease (see
+// the package doc) and is taken over.
 func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.Lease, error) {
 	if err := s.begin(ctx, "lock", key); err != nil {
 		return nil, err

@@ -2,9 +2,11 @@ package redisstore_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wechatconf/wechatconf/internal/record/recordtest"
 	"github.com/wechatconf/wechatconf/internal/testserver"
 	"github.com/wechatconf/wechatconf/store"
 	"github.com/wechatconf/wechatconf/store/redisstore"
@@ -34,5 +36,21 @@ func TestConformance(t *testing.T) {
 		storetest.WithBroken(func(t *testing.T) store.Store {
 			return redisstore.New(client(t, down.Addr), redisstore.WithPrefix(uniquePrefix(t)))
 		}),
+		storetest.WithRawWriter(func(t *testing.T, s store.Store, key string, raw []byte) {
+			full := redisstore.Prefix(s.(*redisstore.Store)) + key
+			if err := client(t, srv.Addr).Set(t.Context(), full, raw, time.Hour).Err(); err != nil {
+				t.Fatalf("raw SET %q: %v", full, err)
+			}
+		}),
+		storetest.WithMalformed(malformed()...),
 	)
+}
+
+// malformed is recordtest.Malformed as storetest.WithMalformed takes it.
+func malformed() [][]byte {
+	var raws [][]byte
+	for _, rec := range recordtest.Malformed {
+		raws = append(raws, []byte(rec))
+	}
+	return raws
 }

@@ -15,11 +15,20 @@
 //   - Set is one Lua script that compares the stored expiry with the new one
 //     and writes only if the new item does not expire earlier (newer wins),
 //     then PUBLISHes on the key's channel so that waiting nodes wake at once
-//     (see Store.Watch).
+//     (see Store.Watch). Newer-wins protects only plausible items: the
+//     script overwrites a stored record that internal/record.Decode rejects
+//     (it checks the stamp byte for byte as Decode does), a key of another
+//     type, a record with no value, and one whose expiry lies beyond the
+//     writer's now plus store.MaxLifetime and store.ClockSlack. Get reports
+//     a record it cannot decode (or a key of another type) with an error
+//     matching store.ErrMalformed.
 //   - A lease lives beside the item, under prefix+key+":lock", taken with
-//     SET NX PX and a random owner value. Unlock and Extend are Lua scripts
-//     that compare the owner before they act, so a holder whose lease ran
-//     out never releases or extends the next holder's lease.
+//     SET NX PX and a random owner value, in a Lua script that also takes
+//     over a lock key without a TTL (every lease has one, so such a key is
+//     another program's, and would block Lock for ever). Unlock and Extend
+//     are Lua scripts that compare the owner before they act, so a holder
+//     whose lease ran out never releases or extends the next holder's
+//     lease.
 //
 // Since leases sit beside items, do not use a key that ends in ":lock": its
 // item would share a name with another key's lease.
@@ -38,7 +47,9 @@ package redisstore
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -105,26 +116,39 @@ var (
 )
 
 // setScript writes ARGV[1] under KEYS[1] with a TTL of ARGV[2] milliseconds
-// unless the stored record's stamp is later than the new one, then
-// publishes on channel ARGV[3]. A record that does not parse (not ours) is
-// overwritten. It returns 1 when it wrote.
+// unless the stored record is plausible and its stamp is later than the new
+// one, then publishes on channel ARGV[3]. It returns 1 when it wrote.
+//
+// Plausible means: a record that internal/record.Decode accepts, with a
+// value, whose stamp is no later than the writer's now (ARGV[4], a record
+// stamp) plus ARGV[5] whole seconds (store.MaxLifetime+store.ClockSlack).
+// Anything else is overwritten: a key of another type, a record that is not
+// ours, a poisoned expiry.
 //
 // The record format is defined once, in internal/record (record.Encode,
 // record.Decode); stamp() below is the only other reader of it and must
-// change with it. It reads the 19-digit stamp as its first ten digits
-// (seconds) and next nine (nanoseconds), so that Lua's doubles, exact only
-// to 2^53, compare them exactly.
+// change with it. It accepts exactly what Decode accepts: at least 19 bytes,
+// the first 19 ASCII digits, at most math.MaxInt64 nanoseconds. It reads the
+// stamp as its first ten digits (seconds) and next nine (nanoseconds), so
+// that Lua's doubles, exact only to 2^53, compare them exactly; tonumber
+// alone would take hexadecimal, signs, exponents, "inf" and spaces.
 var setScript = redis.NewScript(`
 local function stamp(r)
   if type(r) ~= 'string' or string.len(r) < 19 then return nil end
+  if string.find(string.sub(r, 1, 19), '^[0-9]+$') == nil then return nil end
   local s = tonumber(string.sub(r, 1, 10))
   local n = tonumber(string.sub(r, 11, 19))
-  if s == nil or n == nil then return nil end
+  if s > 9223372036 or (s == 9223372036 and n > 854775807) then return nil end
   return s, n
 end
 local ns, nn = stamp(ARGV[1])
-local cs, cn = stamp(redis.call('GET', KEYS[1]))
-if cs ~= nil and (cs > ns or (cs == ns and cn > nn)) then
+local ls, ln = stamp(ARGV[4])
+ls = ls + tonumber(ARGV[5])
+local cur = redis.pcall('GET', KEYS[1])
+local cs, cn = stamp(cur)
+if cs ~= nil and string.len(cur) > 19
+  and not (cs > ls or (cs == ls and cn > ln))
+  and (cs > ns or (cs == ns and cn > nn)) then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -132,9 +156,25 @@ redis.call('PUBLISH', ARGV[3], '1')
 return 1
 `)
 
-// unlockScript deletes KEYS[1] only while it still holds owner ARGV[1].
+// lockScript takes lease KEYS[1] for owner ARGV[1] for ARGV[2] milliseconds
+// when it is free, or when what is there has no TTL: every lease has one,
+// so such a key (of any type) was left by another program and would
+// otherwise block every Lock for ever. It returns 1 when it took the lease.
+var lockScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// unlockScript deletes KEYS[1] only while it still holds owner ARGV[1]. A
+// key of another type holds no owner (pcall: GET fails on it).
 var unlockScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -143,7 +183,7 @@ return 0
 // extendScript resets KEYS[1]'s TTL to ARGV[2] milliseconds only while it
 // still holds owner ARGV[1]. It returns 1 when it did.
 var extendScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
@@ -154,8 +194,10 @@ func opErr(op, key string, err error) error {
 }
 
 // Get returns the item under key, or store.ErrNotFound when there is none or
-// the stored one has expired by this node's clock. Any other error means
-// Redis could not be read; it is a *store.OpError.
+// the stored one has expired by this node's clock. A record that cannot be
+// decoded, or a key of another type, gives a *store.OpError matching
+// store.ErrMalformed. Any other error means Redis could not be read; it is
+// a *store.OpError.
 func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 	if err := ctx.Err(); err != nil {
 		return store.Item{}, opErr("get", key, err)
@@ -163,6 +205,9 @@ func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 	rec, err := s.c.Get(ctx, s.prefix+key).Result()
 	if err == redis.Nil {
 		return store.Item{}, store.ErrNotFound
+	}
+	if wrongType(err) {
+		return store.Item{}, opErr("get", key, fmt.Errorf("%w: %w", store.ErrMalformed, err))
 	}
 	if err != nil {
 		return store.Item{}, opErr("get", key, err)
@@ -177,14 +222,24 @@ func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 	return it, nil
 }
 
+// wrongType reports whether err is Redis's answer to a command on a key of
+// another type: something other than this package wrote there.
+func wrongType(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "WRONGTYPE")
+}
+
 // Set stores item under key unless the stored item expires later (newer
 // wins), in one Lua script, and then notifies watchers. An item that has
-// already expired is dropped without error, and so is one that loses.
+// already expired is dropped without error, and so is one that loses. A
+// stored record that cannot be decoded, or that is not Plausible at this
+// node's clock, is overwritten whatever its expiry.
 func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 	if err := ctx.Err(); err != nil {
 		return opErr("set", key, err)
 	}
-	left := time.Until(item.ExpiresAt)
+	now := time.Now()
+	left := item.ExpiresAt.Sub(now)
 	if left <= 0 {
 		return nil
 	}
@@ -192,17 +247,30 @@ func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 	if err != nil {
 		return opErr("set", key, err)
 	}
-	err = setScript.Run(ctx, s.c, []string{s.prefix + key},
-		rec, ceilMillis(left), s.chPrefix+key).Err()
+	_, err = runSet(ctx, s.c, s.prefix+key, rec, ceilMillis(left), s.chPrefix+key, now, store.MaxLifetime+store.ClockSlack)
 	if err != nil {
 		return opErr("set", key, err)
 	}
 	return nil
 }
 
+// runSet runs setScript on full with the writer's clock now and the
+// plausibility bound (whole seconds: store.MaxLifetime+store.ClockSlack in
+// Set), and reports whether the script wrote rec.
+func runSet(ctx context.Context, c redis.Scripter, full string, rec []byte, ttlMillis int64, channel string, now time.Time, bound time.Duration) (bool, error) {
+	nowRec, err := record.Encode(store.Item{ExpiresAt: now})
+	if err != nil {
+		return false, fmt.Errorf("clock: %w", err)
+	}
+	n, err := setScript.Run(ctx, c, []string{full},
+		rec, ttlMillis, channel, nowRec, int64(bound/time.Second)).Int64()
+	return n == 1, err
+}
+
 // Lock takes the lease on key for ttl (rounded up to a whole millisecond)
 // with SET NX PX and a random owner, or returns store.ErrLocked at once when
-// another holder's lease is live. The lease implements store.Extender.
+// another holder's lease is live. A lock key without a TTL is no lease and
+// is taken over. The lease implements store.Extender.
 func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, opErr("lock", key, err)
@@ -211,11 +279,11 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 		return nil, opErr("lock", key, fmt.Errorf("ttl %v must be positive", ttl))
 	}
 	l := &lease{s: s, key: key, lockKey: s.prefix + key + lockSuffix, owner: rand.Text()}
-	ok, err := s.c.SetNX(ctx, l.lockKey, l.owner, time.Duration(ceilMillis(ttl))*time.Millisecond).Result()
+	n, err := lockScript.Run(ctx, s.c, []string{l.lockKey}, l.owner, ceilMillis(ttl)).Int64()
 	if err != nil {
 		return nil, opErr("lock", key, err)
 	}
-	if !ok {
+	if n != 1 {
 		return nil, store.ErrLocked
 	}
 	return l, nil

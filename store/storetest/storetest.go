@@ -5,14 +5,16 @@
 //	storetest.Run(t, func(t *testing.T) store.Store { return newStoreOnFreshPrefix(t) })
 //
 // Run's subtests are grouped (Item, NewerWins, Lease, Watch, Context,
-// Concurrency, Broken); inside a group they run in parallel, each on a store
+// Concurrency, Broken, BadData); inside a group they run in parallel, each on a store
 // of its own from newStore. A failure message starts with the contract rule
 // that was broken.
 //
 // A backend over a server should also pass WithPeer (a second client on the
 // same namespace, so that leases, newer-wins and watches are proven across
 // nodes), WithBroken (a store whose server is gone, so that outages are
-// proven to be errors and not misses) and, if its expiry is coarse,
+// proven to be errors and not misses), WithRawWriter (a way to plant
+// records the store cannot decode, so that they are proven to be reported as
+// store.ErrMalformed and healed by Set) and, if its expiry is coarse,
 // WithGranularity.
 package storetest
 
@@ -37,6 +39,8 @@ type config struct {
 	peer        func(t *testing.T, s store.Store) store.Store
 	broken      func(t *testing.T) store.Store
 	granularity time.Duration
+	raw         func(t *testing.T, s store.Store, key string, raw []byte) // baddata.go
+	malformed   [][]byte
 	problems    []string
 }
 
@@ -173,6 +177,7 @@ var groups = []struct {
 	{"Broken", []testCase{
 		{"ErrorsAreNotMisses", testBroken},
 	}},
+	{"BadData", badDataCases},
 }
 
 // Keys in the form package conf uses, braces and colons included.

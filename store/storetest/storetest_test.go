@@ -44,7 +44,7 @@ func (f *faulty) ctx(ctx context.Context) context.Context {
 
 func (f *faulty) Get(ctx context.Context, key string) (store.Item, error) {
 	switch f.fault {
-	case "overwrite":
+	case "overwrite", "keeps-poison":
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		it, ok := f.items[key]
@@ -67,6 +67,14 @@ func (f *faulty) Set(ctx context.Context, key string, item store.Item) error {
 	case "overwrite":
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		f.items[key] = item
+		return nil
+	case "keeps-poison": // newer-wins for every stored item, plausible or not
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if cur, ok := f.items[key]; ok && cur.Newer(item) {
+			return nil
+		}
 		f.items[key] = item
 		return nil
 	case "truncate-seconds":
@@ -220,6 +228,7 @@ func TestRunCatchesFaults(t *testing.T) {
 		{"watch-silent", "did not wake a watcher", ""},
 		{"peer-isolated", "split across two handles", ""},
 		{"overwrite", "newer-wins Set", ""},
+		{"keeps-poison", "newer-wins protects only plausible items", "/^BadData$/"},
 		{"", "", ""},
 		{"truncate-seconds", "to the millisecond", ""},
 		{"miss-is-nil", "ErrNotFound: Get", ""},
