@@ -160,7 +160,7 @@ func New(opts ...Option) (*Conf, error) {
 		cfg.maxWait = 2 * cfg.leaseTTL
 	}
 	if cfg.storeTimeout == 0 {
-		cfg.storeTimeout = min(DefaultStoreTimeout, cfg.leaseTTL/3)
+		cfg.storeTimeout = DefaultStoreTimeout
 	}
 	s := &settings{token: cfg.token, appID: cfg.appID, appSecret: cfg.appSecret, mode: cfg.mode, aesKey: cfg.aesKey}
 	if err := s.validate(); err != nil {

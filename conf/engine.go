@@ -204,9 +204,14 @@ func (cr *cred) run(base context.Context, s *settings, f *flight) {
 }
 
 // refreshTimeout bounds a whole flight: waiting for another node, then one
-// grant of our own, with a few store calls around it.
+// grant of our own (as long as the HTTP client allows, or the lease TTL),
+// with a few store calls around it.
 func (c *Conf) refreshTimeout() time.Duration {
-	return c.cfg.maxWait + c.cfg.leaseTTL + 4*c.cfg.storeTimeout
+	grant := c.cfg.leaseTTL
+	if t := c.cfg.client.Timeout; t > grant {
+		grant = t
+	}
+	return c.cfg.maxWait + grant + 4*c.cfg.storeTimeout
 }
 
 // enter registers work that Close must wait for; it fails once Close has

@@ -211,9 +211,11 @@ func WithLeaseTTL(d time.Duration) Option {
 }
 
 // WithMaxWait bounds how long a refresh waits for another node's grant, or
-// a refresh-only node for a credential to appear in the store. Callers wait
-// no longer than their own context allows in any case. The default is twice
-// the lease TTL.
+// a refresh-only node for a credential to appear in the store. While the
+// other node still holds the lease (it extends it while its grant runs
+// long), waiting goes on until the lease lapses: a crashed holder's lease
+// lapses within its TTL. Callers wait no longer than their own context
+// allows in any case. The default is twice the lease TTL.
 func WithMaxWait(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
@@ -227,8 +229,8 @@ func WithMaxWait(d time.Duration) Option {
 // WithStoreTimeout bounds each store call (Get, Set, Lock, Extend, Unlock)
 // on its own, so a hung store holds a refresh for that long at most while
 // callers keep getting their valid local copy. A call past the bound counts
-// as a store failure. The default is DefaultStoreTimeout (2 s), or a third
-// of the lease TTL if that is shorter.
+// as a store failure. The default is DefaultStoreTimeout (2 s). A lease
+// extension is bounded by a third of the lease TTL if that is shorter.
 func WithStoreTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {

@@ -174,9 +174,13 @@ func (cr *cred) obtain(ctx context.Context, s *settings, key, rejected string, f
 		}
 	}
 
-	// Waiting for another node is bounded by maxWait.
-	wctx, cancel := context.WithTimeout(ctx, c.cfg.maxWait)
+	// Waiting for another node is bounded by maxWait, or longer while its
+	// lease is still held: a holder that extends its lease is alive and
+	// granting (a crashed one's lease lapses within its TTL). The flight's
+	// own timeout bounds it all.
+	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	deadline := c.now().Add(c.cfg.maxWait)
 	// The watch is opened only once someone else turns out to hold the
 	// lease: the usual refresh takes the lease at once and needs none.
 	var notify <-chan struct{}
@@ -195,8 +199,12 @@ func (cr *cred) obtain(ctx context.Context, s *settings, key, rejected string, f
 				}
 				return cr.underLease(ctx, s, key, lease, lockedAt, rejected, force)
 			}
-			if !errors.Is(err, store.ErrLocked) {
-				if e := cr.waitErr(ctx, wctx); e != nil {
+			if errors.Is(err, store.ErrLocked) {
+				if d := c.now().Add(c.cfg.leaseTTL); d.After(deadline) {
+					deadline = d
+				}
+			} else {
+				if e := cr.waitErr(ctx, deadline); e != nil {
 					return store.Item{}, nil, e
 				}
 				err = c.boundErr(wctx, "lock", key, err)
@@ -217,7 +225,7 @@ func (cr *cred) obtain(ctx context.Context, s *settings, key, rejected string, f
 				}
 			}
 		} else {
-			t := time.NewTimer(backoff)
+			t := time.NewTimer(max(0, min(backoff, deadline.Sub(c.now()))))
 			select {
 			case _, ok := <-notify:
 				if !ok {
@@ -229,7 +237,7 @@ func (cr *cred) obtain(ctx context.Context, s *settings, key, rejected string, f
 			t.Stop()
 			backoff = min(2*backoff, pollMax)
 		}
-		if e := cr.waitErr(ctx, wctx); e != nil {
+		if e := cr.waitErr(ctx, deadline); e != nil {
 			return store.Item{}, nil, e
 		}
 		item, err := cr.read(wctx, key)
@@ -240,7 +248,7 @@ func (cr *cred) obtain(ctx context.Context, s *settings, key, rejected string, f
 			return item, nil, nil
 		case err == nil || errors.Is(err, store.ErrNotFound):
 		default:
-			if e := cr.waitErr(ctx, wctx); e != nil {
+			if e := cr.waitErr(ctx, deadline); e != nil {
 				return store.Item{}, nil, e
 			}
 			c.emit(Event{Type: EventStoreError, Kind: cr.kind, Err: err})
@@ -257,12 +265,12 @@ func (cr *cred) obtain(ctx context.Context, s *settings, key, rejected string, f
 
 // waitErr turns the end of a wait into the error to return, or nil while
 // waiting may go on.
-func (cr *cred) waitErr(ctx, wctx context.Context) error {
+func (cr *cred) waitErr(ctx context.Context, deadline time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if wctx.Err() != nil {
-		return fmt.Errorf("%w: %s: no fresh item after waiting %v for another node", ErrUnavailable, cr.kind, cr.c.cfg.maxWait)
+	if !cr.c.now().Before(deadline) {
+		return fmt.Errorf("%w: %s: no fresh item after waiting %v (WithMaxWait) for another node", ErrUnavailable, cr.kind, cr.c.cfg.maxWait)
 	}
 	return nil
 }

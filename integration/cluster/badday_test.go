@@ -15,16 +15,18 @@ import (
 
 const (
 	slowNodes   = 4
-	slowLease   = time.Second
-	slowLatency = 2500 * time.Millisecond
+	// Memcached counts expirations in whole seconds: a 1 s lease may
+	// lapse at once there, so the lease is 2 s and the grant 5 s.
+	slowLease   = 2 * time.Second
+	slowLatency = 5 * time.Second
 
 	floodNodes   = 4
 	floodCallers = 4
 	floodFor     = 10 * time.Second
 )
 
-// testSlowGrant: every node asks at once, the lease lasts 1 s and WeChat
-// takes 2.5 s to grant. The holder extends its lease while it waits, so no
+// testSlowGrant: every node asks at once, the lease lasts 2 s and WeChat
+// takes 5 s to grant. The holder extends its lease while it waits, so no
 // other node takes it over: one grant, shared by all. Before, the lease
 // lapsed mid-grant and a second node granted too.
 func testSlowGrant(t *testing.T, b *bed) {
