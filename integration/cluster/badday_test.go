@@ -14,7 +14,7 @@ import (
 )
 
 const (
-	slowNodes   = 4
+	slowNodes = 4
 	// Memcached counts expirations in whole seconds: a 1 s lease may
 	// lapse at once there, so the lease is 2 s and the grant 5 s.
 	slowLease   = 2 * time.Second
