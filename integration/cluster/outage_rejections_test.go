@@ -72,21 +72,7 @@ func testOutageRejections(t *testing.T, b *bed) {
 		t.Errorf("%d forced stable refreshes without the lease; want none", f)
 	}
 
-	var last []call
-	cctx, ccancel := context.WithTimeout(context.Background(), convergeBound)
-	defer ccancel()
-	converged := eventually(cctx, 250*time.Millisecond, func() bool {
-		last = peek()
-		item, err := st.Get(cctx, key)
-		return err == nil && len(verdict(last, item.Value, rejCall)) == 0 && srv.Valid(item.Value)
-	})
-	if !converged {
-		item, err := st.Get(context.Background(), key)
-		t.Errorf("nodes did not converge on the store's token within %v of the restart (store: %v, %v): %v",
-			convergeBound, item, err, verdict(last, item.Value, rejCall))
-	} else {
-		b.logf(t, "outage-rejections: nodes converged on one token %v after the restart", time.Since(started).Round(time.Millisecond))
-	}
+	converge(t, b, "outage-rejections", srv, st, key, peek, rejCall, started)
 
 	for _, r := range cl.all(command{Op: opUnload}) {
 		l := r.Load
