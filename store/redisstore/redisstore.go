@@ -65,6 +65,7 @@ type Store struct {
 	prefix   string
 	chPrefix string
 	chSet    bool
+	fo       failoverConfig // see failover.go
 }
 
 // Option configures a Store.
@@ -95,6 +96,7 @@ func New(c redis.UniversalClient, opts ...Option) *Store {
 	if !s.chSet {
 		s.chPrefix = s.prefix
 	}
+	s.c = s.fo.wrap(s.c) // failover.go: reload and repeat on a ClusterClient
 	return s
 }
 
