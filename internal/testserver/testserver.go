@@ -2,10 +2,7 @@
 // the machine's own binaries (Debian's redis-server, memcached and
 // postgresql-15 packages) for the backends' unit tests. Each server listens on
 // a free loopback port, lives in a temporary directory and is stopped by
-// t.Cleanup. RedisCluster and RedisSentinel start a whole Redis Cluster
-// (six nodes, created with redis-cli from Debian's redis-tools) or Sentinel
-// setup (master, replica, three sentinels) with short failure-detection
-// timeouts, for failover tests.
+// t.Cleanup.
 //
 // When a binary is missing the test is skipped, except under CI=true, where a
 // missing server is a failure: a skip must never hide an untested backend.
