@@ -134,9 +134,16 @@ func classify(err error) failure {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 		return unsure
 	}
+	s := err.Error()
+	// Replies go-redis did not type (it types them when it reads them).
+	for _, p := range []string{"CLUSTERDOWN ", "TRYAGAIN ", "MASTERDOWN ", "LOADING ", "READONLY ", "MOVED ", "ASK "} {
+		if strings.HasPrefix(s, p) {
+			return unsent
+		}
+	}
 	// go-redis's own words when no node could be reached or a
 	// FailoverClusterClient could reach no sentinel.
-	if s := err.Error(); strings.Contains(s, "cluster has no nodes") || strings.Contains(s, "sentinels specified in configuration are unreachable") {
+	if strings.Contains(s, "cluster has no nodes") || strings.Contains(s, "sentinels specified in configuration are unreachable") {
 		return unsent
 	}
 	return healthy

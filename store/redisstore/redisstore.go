@@ -61,6 +61,11 @@
 // item where the master has a new one: leave them off unless you accept
 // that. Leases and scripts always go to the master.
 //
+// Replication is asynchronous: an item or lease written just before the
+// master died may be lost with it, so that another node may take the lease
+// again. Newer-wins Set keeps the stored item right whatever order the two
+// grants land in.
+//
 // Sentinel: redis.NewFailoverClient asks a sentinel for the master at every
 // dial and drops its connections when a sentinel announces +switch-master,
 // so the Store works again as soon as the sentinels have promoted the
