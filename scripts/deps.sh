@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh: install the Debian packages the unit tests run real servers from
-# (internal/testserver): redis-server, memcached, postgresql-15. Installs only
+# (internal/testserver): redis-server, redis-tools (redis-cli, which creates
+# the test Redis Cluster), memcached, postgresql-15. Installs only
 # what is missing, saying so on stderr; does nothing when all are present.
 # Extra package names may be given as arguments.
 set -euo pipefail
@@ -10,7 +11,7 @@ die() { echo "deps: ERROR: $*" >&2; exit 1; }
 
 command -v go >/dev/null 2>&1 || die "the go command is not on PATH; install Go (see go.mod for the version)"
 
-want=(redis-server memcached postgresql-15 "$@")
+want=(redis-server redis-tools memcached postgresql-15 "$@")
 missing=()
 for p in "${want[@]}"; do
 	if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]; then

@@ -42,6 +42,51 @@
 // item expires), not as an absolute time on the server's clock, so skew
 // between a node and the server does not shorten or stretch it. Lease TTLs
 // are counted by the Redis server.
+//
+// # Failover
+//
+// Redis Cluster: when a master dies, go-redis keeps sending its slots to it
+// until it reloads the slot map, by default once a minute
+// (ClusterOptions.ClusterStateReloadInterval); MOVED and ASK redirects it
+// follows at once, and they never reach the Store as errors. So on a
+// *redis.ClusterClient the Store asks for a reload (ClusterClient.ReloadState)
+// when a call fails as calls to a dead or unreachable node do: connection
+// refused or reset, EOF, timeouts, CLUSTERDOWN, TRYAGAIN, MASTERDOWN,
+// LOADING, READONLY, or a redirect go-redis gave up on. It asks at most once
+// per 500 ms (see WithFailoverReload); the reload runs in go-redis's own
+// goroutine, so no call waits for it. A call that failed is then repeated
+// once, if its context leaves time and the reload sent the key's slot to
+// another node within 300 ms: a script only when it certainly did not run,
+// and a lease only after checking that the first attempt did not take it.
+// The Store thus works again within about a second of the promotion, plus
+// the time go-redis spends on the failing call (its retries: MaxRedirects
+// attempts, each dial retried DialerRetries times): lower DialerRetries,
+// DialTimeout and the per-call bound if that matters to you. Set
+// ClusterOptions.Addrs to several nodes, so that a reload can reach a live
+// one. MaxRedirects (keep it at least 1: with none, go-redis does not follow
+// redirects and every one becomes a failed call), ReadOnly, RouteByLatency
+// and RouteRandomly stay yours; note that the last three send Get to
+// replicas, which may lag a Set by a moment, so that a node may see an old
+// item where the master has a new one: leave them off unless you accept
+// that. Leases and scripts always go to the master.
+//
+// Replication is asynchronous: an item or lease written just before the
+// master died may be lost with it, so that another node may take the lease
+// again. Newer-wins Set keeps the stored item right whatever order the two
+// grants land in.
+//
+// Sentinel: redis.NewFailoverClient asks a sentinel for the master at every
+// dial and drops its connections when a sentinel announces +switch-master,
+// so the Store works again as soon as the sentinels have promoted the
+// replica; it needs nothing more. redis.NewFailoverClusterClient is a
+// ClusterClient whose slot map comes from the sentinels and is reloaded on
+// +switch-master; the Store adds the reload on failure above, in case that
+// message is missed. With either, give FailoverOptions.SentinelAddrs every
+// sentinel.
+//
+// Watch subscribes through the same client, to the master of the key's
+// slot in its slot map, so after a failover the subscription moves with the
+// first reload that a failed call asks for.
 package redisstore
 
 import (
@@ -76,6 +121,7 @@ type Store struct {
 	prefix   string
 	chPrefix string
 	chSet    bool
+	fo       failoverConfig // see failover.go
 }
 
 // Option configures a Store.
@@ -106,6 +152,7 @@ func New(c redis.UniversalClient, opts ...Option) *Store {
 	if !s.chSet {
 		s.chPrefix = s.prefix
 	}
+	s.c = s.fo.wrap(s.c) // failover.go: reload and repeat on a ClusterClient
 	return s
 }
 
