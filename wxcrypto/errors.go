@@ -54,13 +54,16 @@ var (
 	// token is wrong.
 	ErrSignature = errors.New("bad signature")
 
-	// ErrStaleTimestamp is returned, when WithMaxSkew is set, for a
-	// timestamp that is not a Unix time or lies farther from the clock than
-	// the allowed skew: a replay, or a badly wrong clock.
+	// ErrStaleTimestamp is returned for a timestamp that is not a Unix
+	// time or lies farther from the clock than the replay window
+	// (DefaultMaxSkew unless WithMaxSkew changes it): a replay, or a badly
+	// wrong clock.
 	ErrStaleTimestamp = errors.New("stale timestamp")
 
 	// ErrMalformedXML is returned when a body is not a well-formed <xml>
-	// document, or lacks the <Encrypt> element an encrypted message needs.
+	// document, nests elements deeper than MaxXMLDepth, repeats an
+	// envelope field, or lacks the <Encrypt> element an encrypted message
+	// needs.
 	ErrMalformedXML = errors.New("malformed XML")
 
 	// ErrModeMismatch is returned when a message is plaintext in safe mode,
@@ -68,7 +71,8 @@ var (
 	// disagree about the encrypt mode.
 	ErrModeMismatch = errors.New("message does not match the encrypt mode")
 
-	// ErrTooLarge is returned for a request body over MaxBodySize, or a
-	// message too long for the 4-byte length field.
+	// ErrTooLarge is returned for a body or ciphertext over MaxBodySize
+	// (whichever entry point it reaches), or a message too long for the
+	// 4-byte length field.
 	ErrTooLarge = errors.New("too large")
 )
