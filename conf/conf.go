@@ -137,6 +137,7 @@ func New(opts ...Option) (*Conf, error) {
 	if cfg.maxWait == 0 {
 		cfg.maxWait = 2 * cfg.leaseTTL
 	}
+	warnInsecure(&cfg) // insecure.go
 	s := &settings{token: cfg.token, appID: cfg.appID, appSecret: cfg.appSecret, mode: cfg.mode, aesKey: cfg.aesKey}
 	if err := s.validate(); err != nil {
 		return nil, err
