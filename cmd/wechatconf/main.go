@@ -8,8 +8,8 @@
 //	wechatconf serve                          run the central token server
 //
 // Every command takes the app (--appid, --secret or --secret-file), the store
-// (--store URL: memory:, bolt:PATH, redis://, rediss://, memcache://,
-// postgres://) and the WeChat API hosts (--api-base), with environment
+// (--store URL: memory:, bolt:PATH, redis://, rediss://, redis+cluster://,
+// redis+sentinel://, memcache://, postgres:// or a postgres:KEY=VALUE DSN) and the WeChat API hosts (--api-base), with environment
 // fallbacks (WECHAT_APPID, WECHAT_APPSECRET, WECHATCONF_STORE,
 // WECHATCONF_API_BASE). --dev runs everything against an in-process fake of
 // WeChat's API and a throw-away bbolt store, for a laptop with no account and
