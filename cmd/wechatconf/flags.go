@@ -41,6 +41,7 @@ type options struct {
 	timeout                   time.Duration // token, ticket, sign
 	listen, key, keyFile      string        // serve
 	loosePerms                bool          // serve: accept secret files others can read
+	maxConns                  int           // serve: connections held at once
 	ticketType                string        // ticket
 	pageURL                   string        // sign
 
@@ -95,6 +96,7 @@ func serveFlags(fs *flagSet, o *options) {
 	fs.StringVar(&o.listen, "listen", defaultListen, "address to listen on; the default serves this machine only")
 	fs.StringVar(&o.key, "key", "", "bearer key clients must send; prefer --key-file (env "+envServerKey+")")
 	fs.StringVar(&o.keyFile, "key-file", "", "read the bearer key from this file (surrounding whitespace is ignored)")
+	fs.IntVar(&o.maxConns, "max-conns", defaultMaxConns, "most connections held open at once; at the limit an idle keep-alive connection is closed for a new one, else new ones wait")
 	fs.BoolVar(&o.loosePerms, "allow-loose-perms", false, "accept a --secret-file or --key-file that group or others can read (warned about); without it serve refuses one: chmod 600 it")
 }
 

@@ -167,6 +167,10 @@ func checkCommandFlags(cmd *command, o *options) error {
 		if _, err := ticketKind(o.ticketType); err != nil {
 			return err
 		}
+	case "serve":
+		if o.maxConns < 1 {
+			return usagef("--max-conns must be at least 1, got %d", o.maxConns)
+		}
 	case "sign":
 		if o.pageURL == "" {
 			return usagef("--url is required: the full URL of the page that calls wx.config")
