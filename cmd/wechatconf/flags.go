@@ -140,7 +140,7 @@ func (l *listFlag) String() string {
 // error before anything starts.
 func (l *listFlag) Set(s string) error {
 	if err := checkAPIBase(s); err != nil {
-		return fmt.Errorf("not an http(s) base URL such as https://api.weixin.qq.com")
+		return fmt.Errorf("not an http(s) base URL without a user part or query, such as https://api.weixin.qq.com")
 	}
 	*l = append(*l, s)
 	return nil
@@ -151,7 +151,7 @@ func (l *listFlag) Set(s string) error {
 func checkAPIBase(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("%q is not an http(s) base URL such as https://api.weixin.qq.com", s)
+		return fmt.Errorf("%q is not an http(s) base URL without a user part or query, such as https://api.weixin.qq.com", redactURL(s))
 	}
 	return nil
 }

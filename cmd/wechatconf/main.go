@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			fs.printUsage(stdout)
 			return exitOK
 		}
-		fmt.Fprintln(stderr, prefix+oneLine(err.Error())+" (see wechatconf "+cmd.name+" -h)")
+		fmt.Fprintln(stderr, prefix+oneLine(hideFlagValue(err.Error()))+" (see wechatconf "+cmd.name+" -h)")
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
@@ -161,6 +161,21 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// hideFlagValue drops the value the flag package quotes in `invalid value
+// "V" for flag -api-base: ...`: an API base may carry a user and password.
+// Other flags' values (durations, types) are no secret and stay.
+func hideFlagValue(msg string) string {
+	const head = "invalid value "
+	if !strings.HasPrefix(msg, head) {
+		return msg
+	}
+	i := strings.LastIndex(msg, " for flag -api-base: ")
+	if i < 0 {
+		return msg
+	}
+	return head + "for flag" + msg[i+len(" for flag"):]
 }
 
 // oneLine keeps an error message on one line, whatever its cause wrote.

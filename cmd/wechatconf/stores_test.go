@@ -190,3 +190,25 @@ func TestInsecureStoreAndAPIBaseWarned(t *testing.T) {
 		t.Errorf("loopback warned: %q", r.stderr)
 	}
 }
+
+// An API base with a user part is refused, from the flag or the
+// environment, without showing its password.
+func TestAPIBasePasswordNeverShown(t *testing.T) {
+	for _, tc := range []struct {
+		env  env
+		args []string
+	}{
+		{nil, []string{"token", "--api-base", "https://u:" + storePassword + "@proxy.example.com"}},
+		{nil, []string{"token", "--api-base", "https://proxy.example.com/?key=" + storePassword}},
+		{env{envAPIBase: "https://u:" + storePassword + "@proxy.example.com", envAppID: appID, envSecret: secret}, []string{"token", "--store", "memory:"}},
+	} {
+		r := runIn(t, tc.env, tc.args...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, "base URL") {
+			t.Errorf("%v: exit %d, %q", tc.args, r.code, r.stderr)
+		}
+		if strings.Contains(r.stderr, storePassword) {
+			t.Errorf("%v: stderr shows the password: %q", tc.args, r.stderr)
+		}
+		checkClean(t, r.stderr)
+	}
+}
