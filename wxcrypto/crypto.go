@@ -136,6 +136,7 @@ type Crypto struct {
 	all        []*pair // cur, then prev if set
 	maxSkew    time.Duration
 	now        func() time.Time
+	replay     ReplayCache // nil: no exact-replay check
 
 	randMu sync.Mutex
 	rand   io.Reader // nil means crypto/rand
@@ -152,6 +153,7 @@ type options struct {
 	maxSkew    time.Duration
 	now        func() time.Time
 	rand       io.Reader
+	replay     ReplayCache
 }
 
 // WithPrevious also accepts messages signed with token and encrypted with
@@ -235,6 +237,7 @@ func New(mode Mode, token, encodingAESKey, receiverID string, opts ...Option) (*
 		maxSkew:    o.maxSkew,
 		now:        o.now,
 		rand:       o.rand,
+		replay:     o.replay,
 	}
 	if c.now == nil {
 		c.now = time.Now

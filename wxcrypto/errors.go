@@ -5,7 +5,7 @@ import "errors"
 // Sentinel errors. Every error caused by bad input or configuration wraps
 // exactly one of them (only I/O failures, reading a request body or a
 // WithRand source, wrap the cause instead), so that a handler can tell a
-// forged request (ErrSignature, ErrStaleTimestamp: answer 403) from a
+// forged request (ErrSignature, ErrStaleTimestamp, ErrReplay: answer 403) from a
 // misconfiguration (ErrKeyLength, ErrReceiverID, ErrModeMismatch: page
 // someone) with errors.Is.
 var (
@@ -59,6 +59,11 @@ var (
 	// (DefaultMaxSkew unless WithMaxSkew changes it): a replay, or a badly
 	// wrong clock.
 	ErrStaleTimestamp = errors.New("stale timestamp")
+
+	// ErrReplay is returned by Open, with WithReplayCache, for a request
+	// whose timestamp and nonce were accepted before: a replay inside the
+	// replay window.
+	ErrReplay = errors.New("replayed request")
 
 	// ErrMalformedXML is returned when a body is not a well-formed <xml>
 	// document, nests elements deeper than MaxXMLDepth, repeats an

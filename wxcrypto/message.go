@@ -180,10 +180,12 @@ func (c *Crypto) OpenRequest(r *http.Request) (*Message, error) {
 //
 // Every request is checked against the replay window (DefaultMaxSkew,
 // see WithMaxSkew): a captured signature, timestamp and nonce go stale.
+// With WithReplayCache, a request accepted before is refused with
+// ErrReplay.
 // A body over MaxBodySize is refused, whatever the entry point.
 //
 // Errors wrap ErrTooLarge, ErrMalformedXML, ErrModeMismatch, ErrSignature,
-// ErrStaleTimestamp, or a decryption error (ErrBase64, ErrBlockSize,
+// ErrStaleTimestamp, ErrReplay, or a decryption error (ErrBase64, ErrBlockSize,
 // ErrPadding, ErrLength, ErrReceiverID).
 func (c *Crypto) Open(query url.Values, body []byte) (*Message, error) {
 	const op = "open"
@@ -204,6 +206,9 @@ func (c *Crypto) Open(query url.Values, body []byte) (*Message, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := c.checkReplay(op, ts, nonce); err != nil {
+			return nil, err
+		}
 		m.Body = body
 		m.Previous = pairs[0] != c.cur
 		return m, nil
@@ -213,6 +218,9 @@ func (c *Crypto) Open(query url.Values, body []byte) (*Message, error) {
 	}
 	msg, prev, err := c.openEncrypted(op, query.Get("msg_signature"), ts, nonce, env.Encrypt)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.checkReplay(op, ts, nonce); err != nil {
 		return nil, err
 	}
 	m.Body, m.Encrypted, m.Previous = msg, true, prev
