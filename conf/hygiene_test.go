@@ -150,3 +150,35 @@ func TestInsecureChoicesWarnedOnceAtNew(t *testing.T) {
 		})
 	}
 }
+
+// Two nodes sharing a replay cache: a message one opened is a replay on
+// the other, also after a key rotation rebuilt the Crypto.
+func TestWithReplayCacheSharedByNodes(t *testing.T) {
+	rc := wxcrypto.NewMemoryReplayCache()
+	var nodes [2]*wxcrypto.Crypto
+	for i := range nodes {
+		c, err := conf.New(conf.WithAppID("wx1", secret), conf.WithToken("tok1"), conf.WithEncodingAESKey(aesKey1), conf.WithReplayCache(rc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if i == 1 {
+			if err := c.SetEncodingAESKey(aesKey1); err != nil { // a rebuild, same key
+				t.Fatal(err)
+			}
+		}
+		if nodes[i], err = c.Crypto(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q, body := sealedAt(t, wxcrypto.Safe, time.Now())
+	if _, err := nodes[0].Open(q, body); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[1].Open(q, body); !errors.Is(err, wxcrypto.ErrReplay) {
+		t.Fatalf("replay on the other node: %v, want ErrReplay", err)
+	}
+	if _, err := conf.New(conf.WithReplayCache(nil)); err == nil {
+		t.Fatal("nil cache accepted")
+	}
+}

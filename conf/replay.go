@@ -12,11 +12,12 @@ import (
 // wxcrypto.ErrStaleTimestamp. It is wxcrypto.DefaultMaxSkew.
 const DefaultReplayWindow = wxcrypto.DefaultMaxSkew
 
-// replayWindow is the setting of WithReplayWindow; the zero value means
-// DefaultReplayWindow.
+// replayWindow holds the settings of WithReplayWindow and WithReplayCache;
+// the zero value means DefaultReplayWindow and no cache.
 type replayWindow struct {
-	set bool
-	d   time.Duration
+	set   bool
+	d     time.Duration
+	cache wxcrypto.ReplayCache
 }
 
 // window returns the window in force; 0 means the check is off.
@@ -40,13 +41,33 @@ func WithReplayWindow(d time.Duration) Option {
 		if d < 0 {
 			return fmt.Errorf("conf: WithReplayWindow: negative window %v", d)
 		}
-		c.replay = replayWindow{set: true, d: d}
+		c.replay.set, c.replay.d = true, d
+		return nil
+	}
+}
+
+// WithReplayCache makes the message crypto (Crypto) record every request
+// its Open accepts in rc and refuse one seen before with an error matching
+// wxcrypto.ErrReplay: an exact replay inside the replay window. Give every
+// node the same shared cache (one on Redis, say) to refuse a replay sent to
+// another node; wxcrypto.NewMemoryReplayCache serves one process. The cache
+// is kept across key rotations. See wxcrypto.WithReplayCache.
+func WithReplayCache(rc wxcrypto.ReplayCache) Option {
+	return func(c *config) error {
+		if rc == nil {
+			return fmt.Errorf("conf: WithReplayCache: nil cache")
+		}
+		c.replay.cache = rc
 		return nil
 	}
 }
 
 // cryptoOptions are the wxcrypto options every Crypto of this Conf gets:
-// the replay window, judged by the Conf's clock.
+// the replay window, judged by the Conf's clock, and the replay cache.
 func (c *Conf) cryptoOptions() []wxcrypto.Option {
-	return []wxcrypto.Option{wxcrypto.WithMaxSkew(c.cfg.replay.window()), wxcrypto.WithClock(c.now)}
+	opts := []wxcrypto.Option{wxcrypto.WithMaxSkew(c.cfg.replay.window()), wxcrypto.WithClock(c.now)}
+	if c.cfg.replay.cache != nil {
+		opts = append(opts, wxcrypto.WithReplayCache(c.cfg.replay.cache))
+	}
+	return opts
 }
