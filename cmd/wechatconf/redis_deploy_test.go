@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -121,4 +123,58 @@ func TestStoreRedisSentinelLive(t *testing.T) {
 		t.Fatal("the sentinel does not know mymaster")
 	}
 	tokenTwice(t, "redis+sentinel://"+sentinel+"?master_name=mymaster&password="+storePassword)
+}
+
+// serveOnce runs serve -v with args until it has answered one token
+// request, and returns everything it wrote on stderr.
+func serveOnce(t *testing.T, args ...string) string {
+	t.Helper()
+	const key = "a-server-key-that-is-long-enough"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := &watcher{}
+	addr := stderr.await(regexp.MustCompile(`addr=(127\.0\.0\.1:[0-9]+)`))
+	args = append([]string{"serve", "-v", "--listen", "127.0.0.1:0", "--key-file", writeFile(t, "key", key),
+		"--appid", appID, "--secret-file", writeFile(t, "secret", secret)}, args...)
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, args, &strings.Builder{}, stderr, env{}.get) }()
+	var a []string
+	select {
+	case a = <-addr:
+	case code := <-done:
+		t.Fatalf("serve exited %d: %s", code, stderr)
+	}
+	req, _ := http.NewRequest("GET", "http://"+a[1]+"/v1/access_token", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("GET /v1/access_token: %d", resp.StatusCode)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("serve exit %d: %s", code, stderr)
+	}
+	out := stderr.String()
+	if strings.Contains(out, key) || strings.Contains(out, secret) {
+		t.Errorf("serve logged its key or the AppSecret: %s", out)
+	}
+	return out
+}
+
+// serve -v on a password-protected Redis logs the store (masked) at every
+// level, and never its password.
+func TestServeLogsNoStorePassword(t *testing.T) {
+	addr := closedPort(t)
+	_, port, _ := strings.Cut(addr, ":")
+	redisProc(t, addr, storePassword, "--port", port, "--bind", "127.0.0.1", "--requirepass", storePassword,
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	fake := newFake(t)
+	out := serveOnce(t, "--store", "redis://default:"+storePassword+"@"+addr+"/0", "--api-base", fake.URL())
+	if strings.Contains(out, storePassword) || !strings.Contains(out, "redis://default:xxxxx@") || !strings.Contains(out, "level=DEBUG") {
+		t.Errorf("serve -v log: %s", out)
+	}
 }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +128,29 @@ func TestServeMaxConnsFlag(t *testing.T) {
 	r := runIn(t, nil, "serve", "--dev", "--max-conns", "0")
 	if r.code != exitUsage || !strings.Contains(r.stderr, "--max-conns") {
 		t.Errorf("--max-conns 0: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// serve says insecure choices once, through its log: a plain-HTTP API base
+// (conf.New warns) and a store without TLS verification.
+func TestServeWarnsInsecureOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := &watcher{}
+	ready := stderr.await(regexp.MustCompile(`addr=127\.0\.0\.1:[0-9]+`))
+	args := []string{"serve", "--listen", "127.0.0.1:0", "--key", "a-server-key-that-is-long-enough", "--appid", appID,
+		"--secret-file", writeFile(t, "secret", secret), "--store", "memory:", "--api-base", "http://api.example.invalid"}
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, args, &strings.Builder{}, stderr, env{}.get) }()
+	select {
+	case <-ready:
+	case code := <-done:
+		t.Fatalf("serve exited %d: %s", code, stderr)
+	}
+	cancel()
+	<-done
+	out := stderr.String()
+	if n := strings.Count(out, "level=WARN"); n != 1 || !strings.Contains(out, "insecure API base") || !strings.Contains(out, "api.example.invalid") {
+		t.Errorf("%d warnings in %s, want 1 about the API base", n, out)
 	}
 }
