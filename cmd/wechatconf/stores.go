@@ -306,16 +306,10 @@ func isLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// openStore opens the store at raw and checks that it answers. The returned
-// func releases it (bbolt file, client connections, pool).
-func openStore(ctx context.Context, raw string) (store.Store, func() error, error) {
-	sp, err := parseStore(raw)
-	if err != nil {
-		return nil, nil, err
-	}
-	return sp.open(ctx, raw)
-}
-
+// open opens the parsed store and checks that it answers (the networked
+// ones within pingTimeout). The returned func releases it (bbolt file,
+// client connections, pool). raw is the location as given, for scrubbing
+// client errors.
 func (sp *storeSpec) open(ctx context.Context, raw string) (st store.Store, closeFn func() error, err error) {
 	// A client constructor that panics on options it dislikes is bad
 	// input, not a crash.
