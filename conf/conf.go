@@ -162,6 +162,7 @@ func New(opts ...Option) (*Conf, error) {
 	if cfg.storeTimeout == 0 {
 		cfg.storeTimeout = DefaultStoreTimeout
 	}
+	warnInsecure(&cfg) // insecure.go
 	s := &settings{token: cfg.token, appID: cfg.appID, appSecret: cfg.appSecret, mode: cfg.mode, aesKey: cfg.aesKey}
 	if err := s.validate(); err != nil {
 		return nil, err

@@ -40,8 +40,10 @@ type cryptoCache struct {
 // encrypt mode and AppID (the seed's .crypto). It follows SetToken,
 // SetEncodingAESKey, SetEncryptMode and SetAppIDAppSecret; for the rotation
 // grace after a change of Token or key it also accepts messages made with
-// the previous pair. In compatible or safe mode without an EncodingAESKey,
-// or without a Token, the error matches ErrNeedParam.
+// the previous pair. Messages stamped further from the clock than the
+// replay window (DefaultReplayWindow, see WithReplayWindow) are refused. In
+// compatible or safe mode without an EncodingAESKey, or without a Token,
+// the error matches ErrNeedParam.
 func (c *Conf) Crypto() (*wxcrypto.Crypto, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
@@ -56,7 +58,7 @@ func (c *Conf) Crypto() (*wxcrypto.Crypto, error) {
 			return cc.c, cc.err
 		}
 	}
-	var opts []wxcrypto.Option
+	opts := c.cryptoOptions()
 	if inGrace {
 		opts = append(opts, wxcrypto.WithPrevious(s.prevToken, s.prevAESKey))
 	}

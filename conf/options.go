@@ -55,6 +55,7 @@ type config struct {
 	busyRetries             int
 	busyBackoff             time.Duration
 	rotationGrace           time.Duration
+	replay                  replayWindow // WithReplayWindow, in replay.go
 }
 
 func defaults() config {

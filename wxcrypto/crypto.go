@@ -136,6 +136,7 @@ type Crypto struct {
 	all        []*pair // cur, then prev if set
 	maxSkew    time.Duration
 	now        func() time.Time
+	replay     ReplayCache // nil: no exact-replay check
 
 	randMu sync.Mutex
 	rand   io.Reader // nil means crypto/rand
@@ -145,12 +146,14 @@ type Crypto struct {
 type Option func(*options)
 
 type options struct {
-	prevSet   bool
-	prevToken string
-	prevKey   string
-	maxSkew   time.Duration
-	now       func() time.Time
-	rand      io.Reader
+	prevSet    bool
+	prevToken  string
+	prevKey    string
+	maxSkewSet bool
+	maxSkew    time.Duration
+	now        func() time.Time
+	rand       io.Reader
+	replay     ReplayCache
 }
 
 // WithPrevious also accepts messages signed with token and encrypted with
@@ -165,12 +168,21 @@ func WithPrevious(token, encodingAESKey string) Option {
 	}
 }
 
-// WithMaxSkew refuses requests whose timestamp is more than d away from the
-// clock, with ErrStaleTimestamp: a replay guard. WeChat stamps requests
-// with its own clock, so leave room for drift (a few minutes). Zero (the
-// default) or less disables the check.
+// DefaultMaxSkew is the replay window a Crypto applies unless WithMaxSkew
+// says otherwise: a request stamped further than this from the clock is
+// refused with ErrStaleTimestamp. WeChat stamps requests with its own clock
+// and retries a push for about 15 seconds, so five minutes leaves room for
+// clock drift while a captured request (signature, timestamp and nonce,
+// which in plaintext mode do not cover the body) goes stale quickly.
+const DefaultMaxSkew = 5 * time.Minute
+
+// WithMaxSkew sets the replay window: requests whose timestamp is more than
+// d away from the clock are refused with ErrStaleTimestamp. The default is
+// DefaultMaxSkew. Zero or less disables the check, which lets anyone who
+// once saw a request replay it for ever: do that only for tests against
+// fixed vectors.
 func WithMaxSkew(d time.Duration) Option {
-	return func(o *options) { o.maxSkew = d }
+	return func(o *options) { o.maxSkewSet, o.maxSkew = true, d }
 }
 
 // WithClock replaces time.Now, for the replay guard and for the timestamps
@@ -204,11 +216,14 @@ func New(mode Mode, token, encodingAESKey, receiverID string, opts ...Option) (*
 	if encodingAESKey == "" && mode != Normal {
 		return nil, fmt.Errorf("wxcrypto: new: %w (%s mode needs one)", ErrNoKey, mode)
 	}
-	var o options
+	o := options{maxSkew: DefaultMaxSkew}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(&o)
 		}
+	}
+	if o.maxSkew < 0 {
+		o.maxSkew = 0
 	}
 	cur, err := newPair(token, encodingAESKey)
 	if err != nil {
@@ -222,6 +237,7 @@ func New(mode Mode, token, encodingAESKey, receiverID string, opts ...Option) (*
 		maxSkew:    o.maxSkew,
 		now:        o.now,
 		rand:       o.rand,
+		replay:     o.replay,
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -447,8 +463,12 @@ func (s *encScratch) flush(mode cipher.BlockMode, sink *b64Sink, pt []byte) {
 // Check the msg_signature first (VerifyMsgSignature), or use Open, which
 // does both in the right order.
 //
-// Errors wrap ErrNoKey, ErrBase64, ErrBlockSize, ErrPadding, ErrLength or
-// ErrReceiverID; with two keys, the error is the current key's.
+// A ciphertext longer than MaxBodySize is refused before anything is
+// allocated. Errors never quote decrypted bytes: they could be message
+// content that would end up in logs.
+//
+// Errors wrap ErrNoKey, ErrTooLarge, ErrBase64, ErrBlockSize, ErrPadding,
+// ErrLength or ErrReceiverID; with two keys, the error is the current key's.
 func (c *Crypto) Decrypt(ciphertext string) ([]byte, error) {
 	msg, err := c.decrypt(ciphertext, c.cur, "decrypt")
 	if err != nil && c.prev != nil && c.prev.block != nil && c.prev.block != c.cur.block {
@@ -463,6 +483,9 @@ func (c *Crypto) decrypt(ciphertext string, p *pair, op string) ([]byte, error) 
 	if p.block == nil {
 		return nil, fmt.Errorf("wxcrypto: %s: %w", op, ErrNoKey)
 	}
+	if len(ciphertext) > MaxBodySize {
+		return nil, fmt.Errorf("wxcrypto: %s: ciphertext %w (%d bytes, over %d)", op, ErrTooLarge, len(ciphertext), MaxBodySize)
+	}
 	buf := make([]byte, base64.StdEncoding.DecodedLen(len(ciphertext)))
 	n, err := base64.StdEncoding.Decode(buf, []byte(ciphertext))
 	if err != nil {
@@ -475,7 +498,10 @@ func (c *Crypto) decrypt(ciphertext string, p *pair, op string) ([]byte, error) 
 	return msg, nil
 }
 
-// open decrypts ct in place and returns the message inside it.
+// open decrypts ct in place and returns the message inside it. Its errors
+// quote no decrypted byte (no pad value, length field or receiver ID): with
+// a wrong key those are noise, with the right one they may be message
+// content, and either way they would land in logs.
 func (c *Crypto) open(ct []byte, p *pair) ([]byte, error) {
 	if len(ct) == 0 || len(ct)%aes.BlockSize != 0 {
 		return nil, fmt.Errorf("%w: %d bytes", ErrBlockSize, len(ct))
@@ -485,14 +511,14 @@ func (c *Crypto) open(ct []byte, p *pair) ([]byte, error) {
 	p.putCBC(false, mode)
 	pad := int(ct[len(ct)-1])
 	if pad < 1 || pad > padBlock || pad > len(ct) {
-		return nil, fmt.Errorf("%w: pad length %d not in 1..%d", ErrPadding, pad, padBlock)
+		return nil, fmt.Errorf("%w: pad length not in 1..%d", ErrPadding, padBlock)
 	}
 	var diff byte
 	for _, b := range ct[len(ct)-pad:] {
 		diff |= b ^ byte(pad)
 	}
 	if diff != 0 {
-		return nil, fmt.Errorf("%w: pad bytes differ from pad length %d", ErrPadding, pad)
+		return nil, fmt.Errorf("%w: pad bytes differ from the pad length", ErrPadding)
 	}
 	body := ct[:len(ct)-pad]
 	if len(body) < headerLen {
@@ -500,11 +526,11 @@ func (c *Crypto) open(ct []byte, p *pair) ([]byte, error) {
 	}
 	size := binary.BigEndian.Uint32(body[16:headerLen])
 	if uint64(size) > uint64(len(body)-headerLen) {
-		return nil, fmt.Errorf("%w: says %d bytes, %d follow", ErrLength, size, len(body)-headerLen)
+		return nil, fmt.Errorf("%w: it claims more than the %d bytes that follow", ErrLength, len(body)-headerLen)
 	}
 	end := headerLen + int(size)
 	if id := body[end:]; string(id) != c.receiverID {
-		return nil, fmt.Errorf("%w: message is for %q, want %q", ErrReceiverID, clip(id), c.receiverID)
+		return nil, fmt.Errorf("%w: the message is not for %q (its %d trailing bytes differ)", ErrReceiverID, c.receiverID, len(id))
 	}
 	return body[headerLen:end:end], nil
 }

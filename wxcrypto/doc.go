@@ -24,8 +24,15 @@
 // encrypted, and a plaintext message is refused.
 //
 // Only encrypted messages are authenticated end to end: the plain signature
-// does not cover the body, so choose Safe mode where that matters, and set
-// WithMaxSkew to bound replays.
+// does not cover the body, so choose Safe mode where that matters. Replays
+// are bounded by default: a request stamped more than DefaultMaxSkew from
+// the clock is refused (WithMaxSkew changes the window).
+//
+// # Limits
+//
+// Bodies and ciphertexts over MaxBodySize, and XML nested deeper than
+// MaxXMLDepth, are refused by every entry point before they cost memory,
+// and no error quotes decrypted bytes.
 //
 // # Key rotation
 //

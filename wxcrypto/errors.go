@@ -5,7 +5,7 @@ import "errors"
 // Sentinel errors. Every error caused by bad input or configuration wraps
 // exactly one of them (only I/O failures, reading a request body or a
 // WithRand source, wrap the cause instead), so that a handler can tell a
-// forged request (ErrSignature, ErrStaleTimestamp: answer 403) from a
+// forged request (ErrSignature, ErrStaleTimestamp, ErrReplay: answer 403) from a
 // misconfiguration (ErrKeyLength, ErrReceiverID, ErrModeMismatch: page
 // someone) with errors.Is.
 var (
@@ -54,13 +54,21 @@ var (
 	// token is wrong.
 	ErrSignature = errors.New("bad signature")
 
-	// ErrStaleTimestamp is returned, when WithMaxSkew is set, for a
-	// timestamp that is not a Unix time or lies farther from the clock than
-	// the allowed skew: a replay, or a badly wrong clock.
+	// ErrStaleTimestamp is returned for a timestamp that is not a Unix
+	// time or lies farther from the clock than the replay window
+	// (DefaultMaxSkew unless WithMaxSkew changes it): a replay, or a badly
+	// wrong clock.
 	ErrStaleTimestamp = errors.New("stale timestamp")
 
+	// ErrReplay is returned by Open, with WithReplayCache, for a request
+	// whose timestamp and nonce were accepted before: a replay inside the
+	// replay window.
+	ErrReplay = errors.New("replayed request")
+
 	// ErrMalformedXML is returned when a body is not a well-formed <xml>
-	// document, or lacks the <Encrypt> element an encrypted message needs.
+	// document, nests elements deeper than MaxXMLDepth, repeats an
+	// envelope field, or lacks the <Encrypt> element an encrypted message
+	// needs.
 	ErrMalformedXML = errors.New("malformed XML")
 
 	// ErrModeMismatch is returned when a message is plaintext in safe mode,
@@ -68,7 +76,8 @@ var (
 	// disagree about the encrypt mode.
 	ErrModeMismatch = errors.New("message does not match the encrypt mode")
 
-	// ErrTooLarge is returned for a request body over MaxBodySize, or a
-	// message too long for the 4-byte length field.
+	// ErrTooLarge is returned for a body or ciphertext over MaxBodySize
+	// (whichever entry point it reaches), or a message too long for the
+	// 4-byte length field.
 	ErrTooLarge = errors.New("too large")
 )

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/wechatconf/wechatconf/wxcrypto"
 )
@@ -47,7 +48,11 @@ func ExampleNewJSSDKConfig() {
 
 // The URL check of WeCom's published sample: the echostr comes encrypted.
 func ExampleCrypto_VerifyURL() {
-	c, err := wxcrypto.New(wxcrypto.Safe, token, encodingAESKey, corpID)
+	// The sample was signed in 2014: judge it by the clock of then. A
+	// server uses the real clock, and would refuse so old a request as a
+	// replay (ErrStaleTimestamp).
+	then := func() time.Time { return time.Unix(1409659589, 0) }
+	c, err := wxcrypto.New(wxcrypto.Safe, token, encodingAESKey, corpID, wxcrypto.WithClock(then))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -63,7 +68,9 @@ func ExampleCrypto_VerifyURL() {
 
 // Opening the message of WeCom's published sample.
 func ExampleCrypto_Open() {
-	c, err := wxcrypto.New(wxcrypto.Safe, token, encodingAESKey, corpID)
+	// The sample was signed in 2014: see ExampleCrypto_VerifyURL.
+	then := func() time.Time { return time.Unix(1409659813, 0) }
+	c, err := wxcrypto.New(wxcrypto.Safe, token, encodingAESKey, corpID, wxcrypto.WithClock(then))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -2,7 +2,7 @@ package wxcrypto
 
 import (
 	"bytes"
-	"errors"
+	"encoding/xml"
 	"net/url"
 	"strings"
 	"testing"
@@ -20,7 +20,7 @@ func FuzzDecrypt(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in string) {
 		msg, err := c.Decrypt(in)
 		if err != nil {
-			if msg != nil || !isAny(err, decryptSentinels...) {
+			if msg != nil || !isAny(err, append(decryptSentinels, ErrTooLarge)...) {
 				t.Fatalf("Decrypt(%q) = %q, %v", in, msg, err)
 			}
 			return
@@ -77,13 +77,19 @@ func FuzzParseEnvelope(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		env, err := ParseEnvelope(body)
 		if err != nil {
-			if !errors.Is(err, ErrMalformedXML) || env != (Envelope{}) {
+			if !isAny(err, ErrMalformedXML, ErrTooLarge) || env != (Envelope{}) {
 				t.Fatalf("ParseEnvelope(%q) = %+v, %v", body, env, err)
 			}
 			return
 		}
 		if env.XMLName.Local != "xml" {
 			t.Fatalf("ParseEnvelope accepted root <%s>", env.XMLName.Local)
+		}
+		// The token walk reads what xml.Unmarshal would (it only
+		// refuses more: deep nesting, repeated fields).
+		var want Envelope
+		if err := xml.Unmarshal(body, &want); err != nil || want != env {
+			t.Fatalf("ParseEnvelope(%q) = %+v; xml.Unmarshal = %+v, %v", body, env, want, err)
 		}
 	})
 }
@@ -101,7 +107,7 @@ func FuzzOpen(f *testing.F) {
 		mustNew(f, Compatible, testToken, testKey, testID),
 		mustNew(f, Safe, testToken, testKey, testID, WithPrevious(otherToken, otherKey)),
 	}
-	sentinels := append([]error{ErrMalformedXML, ErrModeMismatch, ErrSignature, ErrStaleTimestamp, ErrNoKey}, decryptSentinels...)
+	sentinels := append([]error{ErrMalformedXML, ErrModeMismatch, ErrSignature, ErrStaleTimestamp, ErrNoKey, ErrTooLarge}, decryptSentinels...)
 	f.Fuzz(func(t *testing.T, rawQuery string, body []byte) {
 		q, err := url.ParseQuery(rawQuery)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,8 +30,16 @@ type Envelope struct {
 	Nonce        string   `xml:"Nonce"`
 }
 
+// MaxXMLDepth bounds how deeply the elements of a body may nest. WeChat's
+// messages nest three or four levels (<xml><ArticleItems><item>...); a
+// deeper body is not from WeChat and is refused with ErrMalformedXML
+// before it costs more than one pass over its bytes.
+const MaxXMLDepth = 32
+
 // ParseEnvelope reads the envelope fields of a message body. The root must
-// be <xml>; other elements are ignored. Errors wrap ErrMalformedXML.
+// be <xml>; other elements are ignored, but an envelope field given twice
+// is refused (which copy counts would be a guess). Bodies over MaxBodySize
+// are refused with ErrTooLarge; other errors wrap ErrMalformedXML.
 func ParseEnvelope(body []byte) (Envelope, error) {
 	env, err := parseEnvelope(body)
 	if err != nil {
@@ -39,15 +48,86 @@ func ParseEnvelope(body []byte) (Envelope, error) {
 	return env, nil
 }
 
+// field returns where the text of the envelope element named local goes,
+// and its bit in a set of seen fields; nil for other elements.
+func (env *Envelope) field(local string) (*string, uint8) {
+	switch local {
+	case "ToUserName":
+		return &env.ToUserName, 1 << 0
+	case "AgentID":
+		return &env.AgentID, 1 << 1
+	case "Encrypt":
+		return &env.Encrypt, 1 << 2
+	case "MsgSignature":
+		return &env.MsgSignature, 1 << 3
+	case "TimeStamp":
+		return &env.TimeStamp, 1 << 4
+	case "Nonce":
+		return &env.Nonce, 1 << 5
+	}
+	return nil, 0
+}
+
+// parseEnvelope walks the tokens of body once, counting the depth, and
+// keeps the direct text (CDATA included) of the envelope fields that are
+// children of the root, as xml.Unmarshal into Envelope would. Reading stops
+// at the end of the root element.
 func parseEnvelope(body []byte) (Envelope, error) {
 	var env Envelope
+	if len(body) > MaxBodySize {
+		return env, fmt.Errorf("body %w (%d bytes, over %d)", ErrTooLarge, len(body), MaxBodySize)
+	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return env, fmt.Errorf("%w: empty body", ErrMalformedXML)
 	}
-	if err := xml.Unmarshal(body, &env); err != nil {
-		return Envelope{}, fmt.Errorf("%w: %v", ErrMalformedXML, err)
+	d := xml.NewDecoder(bytes.NewReader(body))
+	var (
+		depth int
+		field *string // the envelope field being read, at depth 2
+		seen  uint8
+	)
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			if err == io.EOF {
+				err = errors.New("no <xml> root element")
+			}
+			return Envelope{}, fmt.Errorf("%w: %v", ErrMalformedXML, err)
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if depth > MaxXMLDepth {
+				return Envelope{}, fmt.Errorf("%w: elements nested deeper than %d levels", ErrMalformedXML, MaxXMLDepth)
+			}
+			switch depth {
+			case 1:
+				if t.Name.Local != "xml" {
+					return Envelope{}, fmt.Errorf("%w: root element is <%s>, want <xml>", ErrMalformedXML, clip([]byte(t.Name.Local)))
+				}
+				env.XMLName = t.Name
+			case 2:
+				var bit uint8
+				field, bit = env.field(t.Name.Local)
+				if seen&bit != 0 {
+					return Envelope{}, fmt.Errorf("%w: <%s> given twice", ErrMalformedXML, t.Name.Local)
+				}
+				seen |= bit
+			}
+		case xml.EndElement:
+			if depth == 2 {
+				field = nil
+			}
+			depth--
+			if depth == 0 {
+				return env, nil
+			}
+		case xml.CharData:
+			if depth == 2 && field != nil {
+				*field += string(t)
+			}
+		}
 	}
-	return env, nil
 }
 
 // Message is a request that Open accepted.
@@ -98,8 +178,14 @@ func (c *Crypto) OpenRequest(r *http.Request) (*Message, error) {
 // and otherwise takes the plaintext; safe requires encryption. Encrypted
 // bodies are checked by "msg_signature" before they are decrypted.
 //
-// Errors wrap ErrMalformedXML, ErrModeMismatch, ErrSignature,
-// ErrStaleTimestamp, or a decryption error (ErrBase64, ErrBlockSize,
+// Every request is checked against the replay window (DefaultMaxSkew,
+// see WithMaxSkew): a captured signature, timestamp and nonce go stale.
+// With WithReplayCache, a request accepted before is refused with
+// ErrReplay.
+// A body over MaxBodySize is refused, whatever the entry point.
+//
+// Errors wrap ErrTooLarge, ErrMalformedXML, ErrModeMismatch, ErrSignature,
+// ErrStaleTimestamp, ErrReplay, or a decryption error (ErrBase64, ErrBlockSize,
 // ErrPadding, ErrLength, ErrReceiverID).
 func (c *Crypto) Open(query url.Values, body []byte) (*Message, error) {
 	const op = "open"
@@ -120,6 +206,9 @@ func (c *Crypto) Open(query url.Values, body []byte) (*Message, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := c.checkReplay(op, ts, nonce); err != nil {
+			return nil, err
+		}
 		m.Body = body
 		m.Previous = pairs[0] != c.cur
 		return m, nil
@@ -129,6 +218,9 @@ func (c *Crypto) Open(query url.Values, body []byte) (*Message, error) {
 	}
 	msg, prev, err := c.openEncrypted(op, query.Get("msg_signature"), ts, nonce, env.Encrypt)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.checkReplay(op, ts, nonce); err != nil {
 		return nil, err
 	}
 	m.Body, m.Encrypted, m.Previous = msg, true, prev
@@ -243,7 +335,7 @@ func (c *Crypto) seal(p *pair, reply []byte) ([]byte, error) {
 }
 
 // OpenReply is the other side of Seal: it checks a reply envelope's
-// MsgSignature (and TimeStamp, with WithMaxSkew) and returns the decrypted
+// MsgSignature (and TimeStamp, against the replay window) and returns the decrypted
 // reply. It is what WeChat does with an answer; tests and fakes of WeChat
 // use it.
 func (c *Crypto) OpenReply(body []byte) ([]byte, error) {

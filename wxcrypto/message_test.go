@@ -166,7 +166,7 @@ func TestOpenErrors(t *testing.T) {
 		{"malformed", safe, vecQuery(), vecMsgBody[:40], ErrMalformedXML},
 		{"encrypt_type without Encrypt", mustNew(t, Compatible, testToken, testKey, testID), with("msg_signature", ""), plainMsg, ErrMalformedXML},
 		{"wrong receiver", wrongID, vecQuery(), vecMsgBody, ErrReceiverID},
-		{"signed garbage", safe, url.Values{"msg_signature": {MsgSignature(testToken, "1", "2", "***")}, "timestamp": {"1"}, "nonce": {"2"}}, notB64, ErrBase64},
+		{"signed garbage", safe, url.Values{"msg_signature": {MsgSignature(testToken, vecMsgTS, "2", "***")}, "timestamp": {vecMsgTS}, "nonce": {"2"}}, notB64, ErrBase64},
 		{"plaintext bad signature", mustNew(t, Normal, testToken, "", testID), plainQuery("wrong", "1", "2"), plainMsg, ErrSignature},
 		{"plaintext no signature", mustNew(t, Normal, testToken, "", testID), url.Values{"timestamp": {"1"}}, plainMsg, ErrSignature},
 		{"stale", mustNew(t, Safe, testToken, testKey, testID, WithMaxSkew(time.Minute)), vecQuery(), vecMsgBody, ErrStaleTimestamp},

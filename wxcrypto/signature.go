@@ -63,7 +63,8 @@ func equalHex(sum [sha1.Size]byte, got string) bool {
 
 // VerifySignature checks the "signature" query parameter of a request
 // against the current token, then the previous one, and the timestamp
-// against WithMaxSkew. Errors wrap ErrSignature or ErrStaleTimestamp.
+// against the replay window (DefaultMaxSkew, see WithMaxSkew). Errors wrap
+// ErrSignature or ErrStaleTimestamp.
 func (c *Crypto) VerifySignature(signature, timestamp, nonce string) error {
 	if _, err := c.verify("verify signature", signature, timestamp, nonce, "", false); err != nil {
 		return err
@@ -73,8 +74,9 @@ func (c *Crypto) VerifySignature(signature, timestamp, nonce string) error {
 
 // VerifyMsgSignature checks a "msg_signature" over an encrypted body (the
 // content of its <Encrypt> element) against the current token, then the
-// previous one, and the timestamp against WithMaxSkew. Errors wrap
-// ErrSignature or ErrStaleTimestamp.
+// previous one, and the timestamp against the replay window. Errors wrap
+// ErrSignature, ErrStaleTimestamp, or ErrTooLarge for an encrypt over
+// MaxBodySize.
 func (c *Crypto) VerifyMsgSignature(msgSignature, timestamp, nonce, encrypt string) error {
 	if _, err := c.verify("verify msg_signature", msgSignature, timestamp, nonce, encrypt, true); err != nil {
 		return err
@@ -92,6 +94,9 @@ func (c *Crypto) verify(op, sig, timestamp, nonce, encrypt string, withEncrypt b
 	}
 	if sig == "" {
 		return nil, fmt.Errorf("wxcrypto: %s: %w: no %s", op, ErrSignature, name)
+	}
+	if len(encrypt) > MaxBodySize {
+		return nil, fmt.Errorf("wxcrypto: %s: ciphertext %w (%d bytes, over %d)", op, ErrTooLarge, len(encrypt), MaxBodySize)
 	}
 	var matched []*pair
 	for _, p := range c.pairs() {
@@ -119,7 +124,7 @@ func (c *Crypto) verify(op, sig, timestamp, nonce, encrypt string, withEncrypt b
 	return matched, nil
 }
 
-// checkTime applies the replay guard of WithMaxSkew.
+// checkTime applies the replay window (DefaultMaxSkew or WithMaxSkew).
 func (c *Crypto) checkTime(timestamp string) error {
 	if c.maxSkew <= 0 {
 		return nil

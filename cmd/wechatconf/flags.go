@@ -40,6 +40,8 @@ type options struct {
 	stable, dev, verbose      bool
 	timeout                   time.Duration // token, ticket, sign
 	listen, key, keyFile      string        // serve
+	loosePerms                bool          // serve: accept secret files others can read
+	maxConns                  int           // serve: connections held at once
 	ticketType                string        // ticket
 	pageURL                   string        // sign
 
@@ -59,7 +61,16 @@ func newFlagSet(cmd *command, o *options) *flagSet {
 	fs.StringVar(&o.appID, "appid", "", "the Official Account's AppID (env "+envAppID+")")
 	fs.StringVar(&o.secret, "secret", "", "the AppSecret; prefer --secret-file, since other users can read the command line (env "+envSecret+")")
 	fs.StringVar(&o.secretFile, "secret-file", "", "read the AppSecret from this file (surrounding whitespace is ignored)")
-	fs.StringVar(&o.storeURL, "store", "", "where credentials are shared: memory:, bolt:PATH, redis://..., rediss://..., memcache://HOST:PORT[,HOST:PORT], postgres://... (env "+envStore+"; default bolt: in the user's cache directory)")
+	fs.StringVar(&o.storeURL, "store", "", "where credentials are shared (env "+envStore+"; default bolt: in the user's cache directory):\n"+
+		"  memory:                                   this process only\n"+
+		"  bolt:PATH                                 a bbolt file, one process at a time\n"+
+		"  redis[s]://[USER:PASSWORD@]HOST:PORT[/DB]  one Redis server (rediss: TLS; ?skip_verify=true is warned about)\n"+
+		"  redis[s]+cluster://[USER:PASSWORD@]HOST:PORT?addr=HOST:PORT&...  Redis Cluster, seed nodes\n"+
+		"  redis[s]+sentinel://[USER:PASSWORD@]HOST:PORT[/DB]?master_name=NAME&addr=HOST:PORT&password=REDIS-PASSWORD\n"+
+		"                                            Redis Sentinel: the user part logs in to the sentinels\n"+
+		"  memcache://HOST:PORT[,HOST:PORT...]       memcached (no user part: it has no authentication)\n"+
+		"  postgres://USER:PASSWORD@HOST:PORT/DB?... PostgreSQL URL, or postgres:host=H user=U password=P dbname=D (key=value DSN)\n"+
+		"Passwords are never printed")
 	fs.Var(&o.apiBases, "api-base", "WeChat API base URL; repeat for failover, tried in order (env "+envAPIBase+", comma-separated; default https://api.weixin.qq.com, then https://api2.weixin.qq.com)")
 	fs.BoolVar(&o.stable, "stable-token", false, "grant access tokens with /cgi-bin/stable_token instead of /cgi-bin/token")
 	fs.BoolVar(&o.dev, "dev", false, "run against an in-process fake of WeChat's API and a bbolt store in a temporary directory (unless --store is given); ignores the environment")
@@ -85,6 +96,8 @@ func serveFlags(fs *flagSet, o *options) {
 	fs.StringVar(&o.listen, "listen", defaultListen, "address to listen on; the default serves this machine only")
 	fs.StringVar(&o.key, "key", "", "bearer key clients must send; prefer --key-file (env "+envServerKey+")")
 	fs.StringVar(&o.keyFile, "key-file", "", "read the bearer key from this file (surrounding whitespace is ignored)")
+	fs.IntVar(&o.maxConns, "max-conns", defaultMaxConns, "most connections held open at once; at the limit an idle keep-alive connection is closed for a new one, else new ones wait")
+	fs.BoolVar(&o.loosePerms, "allow-loose-perms", false, "accept a --secret-file or --key-file that group or others can read (warned about); without it serve refuses one: chmod 600 it")
 }
 
 // setFlags returns the names of the flags given on the command line.
@@ -127,7 +140,7 @@ func (l *listFlag) String() string {
 // error before anything starts.
 func (l *listFlag) Set(s string) error {
 	if err := checkAPIBase(s); err != nil {
-		return fmt.Errorf("not an http(s) base URL such as https://api.weixin.qq.com")
+		return fmt.Errorf("not an http(s) base URL without a user part or query, such as https://api.weixin.qq.com")
 	}
 	*l = append(*l, s)
 	return nil
@@ -138,7 +151,7 @@ func (l *listFlag) Set(s string) error {
 func checkAPIBase(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("%q is not an http(s) base URL such as https://api.weixin.qq.com", s)
+		return fmt.Errorf("%q is not an http(s) base URL without a user part or query, such as https://api.weixin.qq.com", redactURL(s))
 	}
 	return nil
 }

@@ -8,8 +8,8 @@
 //	wechatconf serve                          run the central token server
 //
 // Every command takes the app (--appid, --secret or --secret-file), the store
-// (--store URL: memory:, bolt:PATH, redis://, rediss://, memcache://,
-// postgres://) and the WeChat API hosts (--api-base), with environment
+// (--store URL: memory:, bolt:PATH, redis://, rediss://, redis+cluster://,
+// redis+sentinel://, memcache://, postgres:// or a postgres:KEY=VALUE DSN) and the WeChat API hosts (--api-base), with environment
 // fallbacks (WECHAT_APPID, WECHAT_APPSECRET, WECHATCONF_STORE,
 // WECHATCONF_API_BASE). --dev runs everything against an in-process fake of
 // WeChat's API and a throw-away bbolt store, for a laptop with no account and
@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			fs.printUsage(stdout)
 			return exitOK
 		}
-		fmt.Fprintln(stderr, prefix+oneLine(err.Error())+" (see wechatconf "+cmd.name+" -h)")
+		fmt.Fprintln(stderr, prefix+oneLine(hideFlagValue(err.Error()))+" (see wechatconf "+cmd.name+" -h)")
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
@@ -161,6 +161,21 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// hideFlagValue drops the value the flag package quotes in `invalid value
+// "V" for flag -api-base: ...`: an API base may carry a user and password.
+// Other flags' values (durations, types) are no secret and stay.
+func hideFlagValue(msg string) string {
+	const head = "invalid value "
+	if !strings.HasPrefix(msg, head) {
+		return msg
+	}
+	i := strings.LastIndex(msg, " for flag -api-base: ")
+	if i < 0 {
+		return msg
+	}
+	return head + "for flag" + msg[i+len(" for flag"):]
 }
 
 // oneLine keeps an error message on one line, whatever its cause wrote.

@@ -428,7 +428,7 @@ func TestRedactURL(t *testing.T) {
 		"postgres://u@h/db?password=pw":        "postgres://u@h/db?password=xxxxx",
 		"memcache://a:11211,b:11211":           "memcache://a:11211,b:11211",
 		"redis://u:pw@a:1,b:2":                 "redis://u:xxxxx@a:1,b:2",
-		"redis://u:p%zz@h:1":                   "redis://xxxxx@h:1", // unparseable
+		"redis://u:p%zz@h:1":                   "redis://u:xxxxx@h:1", // unparseable
 		"bolt:/var/lib/w.db":                   "bolt:/var/lib/w.db",
 		"rediss://default:pw@h:6380":           "rediss://default:xxxxx@h:6380",
 	} {

@@ -28,21 +28,27 @@ const (
 	shutdownTimeout   = 10 * time.Second
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 10 * time.Second
-	idleTimeout       = 2 * time.Minute
+	idleTimeout       = time.Minute
 	maxHeaderBytes    = 16 << 10
 	maxInvalidateBody = 4 << 10
+	// defaultMaxConns bounds the connections serve holds open at once
+	// (--max-conns): its clients are a few services with keep-alive
+	// pools, not browsers.
+	defaultMaxConns = 1024
 )
 
 // runServe serves the HTTP API until ctx ends (SIGTERM or SIGINT), then
 // shuts down gracefully: in-flight requests finish within shutdownTimeout;
 // the Conf and the store are closed by the caller.
 func runServe(ctx context.Context, e *cmdEnv) error {
-	ln, err := net.Listen("tcp", e.o.listen)
+	tcp, err := net.Listen("tcp", e.o.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	ln := newLimitListener(tcp, e.o.maxConns)
 	h := newHandler(e.conf, e.key, e.metrics, e.log)
 	srv := &http.Server{
+		ConnState:         ln.track,
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
@@ -126,6 +132,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/v1/") && !h.authorized(r) {
 		sw.Header().Set("WWW-Authenticate", `Bearer realm="wechatconf"`)
 		writeJSON(sw, http.StatusUnauthorized, errorResponse{Error: "missing or wrong bearer key (send Authorization: Bearer KEY)"})
+	} else if _, pattern := h.mux.Handler(r); pattern == "" {
+		h.noRoute(sw, r)
 	} else {
 		h.mux.ServeHTTP(sw, r)
 	}
@@ -134,6 +142,57 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		path = "other"
 	}
 	h.m.observeRequest(path, sw.status(), time.Since(start))
+}
+
+// noRoute answers what the mux has no handler for (404, 405, or a
+// redirect to the cleaned path) in JSON, as every other answer: the mux's
+// own answer is run into a recorder for its status and headers, and its
+// plain-text body is replaced.
+func (h *handler) noRoute(w http.ResponseWriter, r *http.Request) {
+	mh, _ := h.mux.Handler(r)
+	rec := &headerRecorder{header: http.Header{}}
+	mh.ServeHTTP(rec, r)
+	status := rec.status
+	if status == 0 {
+		status = http.StatusNotFound
+	}
+	var msg string
+	switch {
+	case status == http.StatusMethodNotAllowed:
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		msg = fmt.Sprintf("method %s not allowed here (allowed: %s)", r.Method, allow)
+	case status >= 300 && status < 400 && rec.header.Get("Location") != "":
+		w.Header().Set("Location", rec.header.Get("Location"))
+		msg = "moved to " + rec.header.Get("Location")
+	case status == http.StatusNotFound:
+		msg = "no such endpoint (see the README: /v1/access_token, /v1/jsapi_ticket, /v1/wx_card_ticket, /v1/ticket, /v1/invalidate, /healthz, /metrics)"
+	default:
+		msg = http.StatusText(status)
+	}
+	writeJSON(w, status, errorResponse{Error: msg})
+}
+
+// headerRecorder keeps the status and headers a handler writes and drops
+// its body.
+type headerRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *headerRecorder) Header() http.Header { return r.header }
+
+func (r *headerRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+
+func (r *headerRecorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return len(p), nil
 }
 
 // authorized compares the bearer key in constant time. Both sides are
@@ -217,28 +276,14 @@ type invalidateRequest struct {
 // credential is granted only if the store still holds the rejected one; a
 // stale report gets the current credential at no cost.
 func (h *handler) invalidate(w http.ResponseWriter, r *http.Request) {
-	var req invalidateRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxInvalidateBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || dec.Decode(&struct{}{}) != io.EOF {
-		writeJSON(w, http.StatusBadRequest, errorResponse{Error: `want a JSON body {"kind":"access_token","value":"<the rejected credential>"}`})
-		return
-	}
-	kind := conf.AccessToken
-	if req.Kind != "" {
-		var ok bool
-		if kind, ok = kindByName(req.Kind); !ok {
-			writeJSON(w, http.StatusBadRequest, errorResponse{Error: "kind must be access_token, jsapi_ticket or wx_card_ticket"})
-			return
-		}
-	}
-	if req.Value == "" {
-		writeJSON(w, http.StatusBadRequest, errorResponse{Error: "value (the rejected credential) is required"})
+	kind, value, status, msg := decodeInvalidate(http.MaxBytesReader(w, r.Body, maxInvalidateBody))
+	if status != 0 {
+		writeJSON(w, status, errorResponse{Error: msg})
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
-	if _, err := h.conf.Invalidate(ctx, kind, req.Value); err != nil {
+	if _, err := h.conf.Invalidate(ctx, kind, value); err != nil {
 		h.fail(w, r, kind, err)
 		return
 	}
@@ -250,6 +295,42 @@ func (h *handler) invalidate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, toResponse(kind, item))
+}
+
+// decodeInvalidate reads the body of POST /v1/invalidate: one JSON object
+// with known fields, a known kind (access_token by default) and a value. On
+// a mistake it returns the status (400, or 413 past the MaxBytesReader
+// bound) and the message to answer; the message never quotes the body.
+func decodeInvalidate(body io.Reader) (kind conf.Kind, value string, status int, msg string) {
+	var req invalidateRequest
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&req)
+	if err == nil {
+		if err = dec.Decode(&struct{}{}); err == io.EOF {
+			err = nil
+		} else if err == nil {
+			err = errors.New("more than one JSON value")
+		}
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return 0, "", http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", maxInvalidateBody)
+		}
+		return 0, "", http.StatusBadRequest, `want a JSON body {"kind":"access_token","value":"<the rejected credential>"}`
+	}
+	kind = conf.AccessToken
+	if req.Kind != "" {
+		var ok bool
+		if kind, ok = kindByName(req.Kind); !ok {
+			return 0, "", http.StatusBadRequest, "kind must be access_token, jsapi_ticket or wx_card_ticket"
+		}
+	}
+	if req.Value == "" {
+		return 0, "", http.StatusBadRequest, "value (the rejected credential) is required"
+	}
+	return kind, req.Value, 0, ""
 }
 
 func kindByName(name string) (conf.Kind, bool) {

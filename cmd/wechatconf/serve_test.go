@@ -331,11 +331,14 @@ func TestServeInvalidate(t *testing.T) {
 	for _, bad := range []string{
 		``, `not json`, `{"kind":"access_token"}`, `{"kind":"refresh_token","value":"x"}`,
 		`{"kind":"access_token","value":"x","extra":1}`, `{"value":"x"} {"value":"y"}`,
-		`{"value":"` + strings.Repeat("x", maxInvalidateBody) + `"}`,
 	} {
 		if code, body := a.invalidate(bad); code != 400 || !strings.Contains(body, `"error"`) {
 			t.Errorf("body %.40q: %d %s, want 400 with an error", bad, code, body)
 		}
+	}
+	// Too large is not malformed: 413.
+	if code, body := a.invalidate(`{"value":"` + strings.Repeat("x", maxInvalidateBody) + `"}`); code != 413 || !strings.Contains(body, `"error"`) {
+		t.Errorf("oversized body: %d %s, want 413 with an error", code, body)
 	}
 	if code, _ := a.do("GET", "/v1/invalidate", "Bearer "+testKey, ""); code != 405 {
 		t.Errorf("GET /v1/invalidate: %d, want 405", code)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/wechatconf/wechatconf/conf"
@@ -64,7 +65,12 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 	if err := checkCommandFlags(cmd, o); err != nil {
 		return nil, err
 	}
-	appID, secret, err := credentials(o, getenv)
+	// serve refuses secret files others can read unless told otherwise;
+	// the one-shot commands warn.
+	files := fileCheck{strict: cmd.name == "serve" && !o.loosePerms, warn: func(msg string) {
+		fmt.Fprintln(stderr, "wechatconf: warning: "+msg)
+	}}
+	appID, secret, err := credentials(o, getenv, files)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +84,7 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 		return nil, err
 	}
 	if cmd.name == "serve" {
-		if e.key, e.devKey, err = serverKey(o, getenv); err != nil {
+		if e.key, e.devKey, err = serverKey(o, getenv, files); err != nil {
 			return nil, err
 		}
 	}
@@ -117,9 +123,17 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 		}
 	}
 	e.apiBases = bases
-	e.storeDesc = redactURL(storeURL)
+	sp, err := parseStore(storeURL)
+	if err != nil {
+		return nil, err
+	}
+	e.storeDesc = sp.desc
+	for _, w := range sp.warnings {
+		e.warn(w)
+	}
+	e.warnInsecureAPIBases(bases)
 
-	st, closeStore, err := openStore(ctx, storeURL)
+	st, closeStore, err := sp.open(ctx, storeURL)
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +167,10 @@ func checkCommandFlags(cmd *command, o *options) error {
 		if _, err := ticketKind(o.ticketType); err != nil {
 			return err
 		}
+	case "serve":
+		if o.maxConns < 1 {
+			return usagef("--max-conns must be at least 1, got %d", o.maxConns)
+		}
 	case "sign":
 		if o.pageURL == "" {
 			return usagef("--url is required: the full URL of the page that calls wx.config")
@@ -166,7 +184,7 @@ func checkCommandFlags(cmd *command, o *options) error {
 
 // credentials resolves the AppID and AppSecret from flags, the secret file
 // and the environment. --dev defaults to the fake's own app.
-func credentials(o *options, getenv func(string) string) (appID, secret string, err error) {
+func credentials(o *options, getenv func(string) string, files fileCheck) (appID, secret string, err error) {
 	appID = o.appID
 	if !o.set["appid"] {
 		appID = getenv(envAppID)
@@ -175,7 +193,7 @@ func credentials(o *options, getenv func(string) string) (appID, secret string, 
 	case o.set["secret"] && o.set["secret-file"]:
 		return "", "", usagef("give --secret or --secret-file, not both")
 	case o.set["secret-file"]:
-		if secret, err = readSecretFile("--secret-file", o.secretFile); err != nil {
+		if secret, err = files.read("--secret-file", o.secretFile); err != nil {
 			return "", "", err
 		}
 	case o.set["secret"]:
@@ -196,22 +214,60 @@ func credentials(o *options, getenv func(string) string) (appID, secret string, 
 	return appID, secret, nil
 }
 
-// readSecretFile reads a secret from path. Its content never appears in an
-// error.
-func readSecretFile(flagName, path string) (string, error) {
-	b, err := os.ReadFile(path)
+// fileCheck reads secret files. A file that group or others may read is
+// refused when strict (serve, unless --allow-loose-perms), and otherwise
+// warned about.
+type fileCheck struct {
+	strict bool
+	warn   func(string)
+}
+
+// read returns the secret in path, trimmed. Its content never appears in
+// an error. The mode is checked on the file that is read (not on a name
+// that could change in between).
+func (fc fileCheck) read(flagName, path string) (string, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
+		return "", usagef("%s: cannot read %q: %v", flagName, path, pathCause(err))
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && runtime.GOOS != "windows" {
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			msg := fmt.Sprintf("%s: %q can be read by group or others (mode %04o): run chmod 600 %s", flagName, path, perm, path)
+			if fc.strict {
+				return "", usagef("%s; serve refuses it unless --allow-loose-perms is given", msg)
+			}
+			if fc.warn != nil {
+				fc.warn(msg)
+			}
 		}
-		return "", usagef("%s: cannot read %q: %v", flagName, path, err)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
+		return "", usagef("%s: cannot read %q: %v", flagName, path, pathCause(err))
+	}
+	if len(b) > maxSecretFile {
+		return "", usagef("%s: %q is over %d bytes: not a secret file", flagName, path, maxSecretFile)
 	}
 	s := strings.TrimSpace(string(b))
 	if s == "" {
 		return "", usagef("%s: %q is empty", flagName, path)
 	}
 	return s, nil
+}
+
+// maxSecretFile bounds what is read from a secret file: AppSecrets and
+// server keys are a few dozen bytes.
+const maxSecretFile = 64 << 10
+
+// pathCause drops the *os.PathError wrapper, whose message repeats the
+// path already quoted.
+func pathCause(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // apiBases resolves the WeChat API hosts; nil means the library's default.
@@ -245,8 +301,8 @@ func storeLocation(o *options, getenv func(string) string) (u string, isDefault 
 	if u == "" {
 		return "", !o.dev, nil
 	}
-	// Find scheme mistakes now, before anything starts.
-	if _, err := storeScheme(u); err != nil {
+	// Find mistakes now, before anything starts.
+	if _, err := parseStore(u); err != nil {
 		return "", false, err
 	}
 	return u, false, nil
@@ -268,12 +324,12 @@ func defaultStoreURL(getenv func(string) string) (string, error) {
 
 // serverKey resolves the bearer key of serve. --dev makes one up when none
 // is given.
-func serverKey(o *options, getenv func(string) string) (key string, generated bool, err error) {
+func serverKey(o *options, getenv func(string) string, files fileCheck) (key string, generated bool, err error) {
 	switch {
 	case o.set["key"] && o.set["key-file"]:
 		return "", false, usagef("give --key or --key-file, not both")
 	case o.set["key-file"]:
-		if key, err = readSecretFile("--key-file", o.keyFile); err != nil {
+		if key, err = files.read("--key-file", o.keyFile); err != nil {
 			return "", false, err
 		}
 	case o.set["key"]:

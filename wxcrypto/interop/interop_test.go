@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/silenceper/wechat/v2/cache"
 	"github.com/silenceper/wechat/v2/officialaccount"
@@ -181,7 +182,8 @@ func TestWholeMessageTheirRequestOurServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, nonce := "1409659813", "1372623149"
+	// A fresh timestamp, as WeChat sends: an old one is a replay.
+	ts, nonce := strconv.FormatInt(time.Now().Unix(), 10), "1372623149"
 	body, _ := xml.Marshal(message.EncryptedXMLMsg{ToUserName: "gh_1", EncryptedMsg: string(enc)})
 	q := url.Values{
 		"signature": {util.Signature(token, ts, nonce)}, "timestamp": {ts}, "nonce": {nonce},
