@@ -132,10 +132,18 @@ func WithBaseURLs(urls ...string) Option {
 			return fmt.Errorf("conf: WithBaseURLs: no URL given")
 		}
 		bases := make([]string, 0, len(urls))
-		for _, s := range urls {
+		for i, s := range urls {
 			u, err := url.Parse(s)
-			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" {
-				return fmt.Errorf("conf: WithBaseURLs: %q is not an http(s) base URL", s)
+			switch {
+			case err != nil:
+				// Not quoted: it may hold a password.
+				return fmt.Errorf("conf: WithBaseURLs: URL %d does not parse as a URL", i+1)
+			case (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+				return fmt.Errorf("conf: WithBaseURLs: URL %d (%s) is not an http(s) base URL with a host", i+1, u.Redacted())
+			case u.User != nil:
+				return fmt.Errorf("conf: WithBaseURLs: URL %d (%s) has a user part; WeChat's API takes none", i+1, u.Redacted())
+			case u.RawQuery != "" || u.Fragment != "":
+				return fmt.Errorf("conf: WithBaseURLs: URL %d (%s://%s%s) has a query or fragment", i+1, u.Scheme, u.Host, u.Path)
 			}
 			bases = append(bases, trimSlash(s))
 		}
