@@ -185,7 +185,7 @@ func TestWithReplayCacheSharedByNodes(t *testing.T) {
 
 // Seen: WithBaseURLs quoted a refused URL whole, user part and all.
 func TestWithBaseURLsNeverQuotesAPassword(t *testing.T) {
-	for _, u := range []string{"https://u:hunter2@api.example.com", "https://u:hunter2@host?x=1", "ftp://u:hunter2@host", "://u:hunter2@"} {
+	for _, u := range []string{"https://u:hunter2@host?x=1", "https://u:hunter2@host#f", "ftp://u:hunter2@host", "://u:hunter2@", "https://u:hunter2@"} {
 		_, err := conf.New(conf.WithBaseURLs(u))
 		if err == nil {
 			t.Fatalf("%s accepted", "URL with a password")

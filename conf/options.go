@@ -140,8 +140,6 @@ func WithBaseURLs(urls ...string) Option {
 				return fmt.Errorf("conf: WithBaseURLs: URL %d does not parse as a URL", i+1)
 			case (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
 				return fmt.Errorf("conf: WithBaseURLs: URL %d (%s) is not an http(s) base URL with a host", i+1, u.Redacted())
-			case u.User != nil:
-				return fmt.Errorf("conf: WithBaseURLs: URL %d (%s) has a user part; WeChat's API takes none", i+1, u.Redacted())
 			case u.RawQuery != "" || u.Fragment != "":
 				return fmt.Errorf("conf: WithBaseURLs: URL %d (%s://%s%s) has a query or fragment", i+1, u.Scheme, u.Host, u.Path)
 			}
