@@ -3,9 +3,26 @@
 // and tickets valid for every node of a deployment. It is the Go successor
 // of the Python wechat-sdk's WechatConf.
 //
+// Which method to use when:
+//
+//   - A token or ticket to call an API with: AccessToken, JSAPITicket,
+//     WXCardTicket (the seed's attributes). With its expiry, to cache it
+//     yourself: GetAccessToken, GetJSAPITicket, GetWXCardTicket (the seed's
+//     get_*), or Credential for a kind chosen at run time.
+//   - A call that WeChat may answer with 40001/40014/42001: Do (or DoWith
+//     for a ticket) refreshes compare-then-refresh and retries once; for an
+//     http.Client, Transport does the same for WeChat's hosts only. Code
+//     that makes the call itself reports a rejection with Invalidate.
+//   - Code that wants the one-method view (an adapter, a test double):
+//     Source(kind), a credential.Source.
+//   - GrantAccessToken, GrantJSAPITicket, GrantWXCardTicket (the seed's
+//     grant_*): a grant now, whatever the store holds. Rarely needed: the
+//     Conf refreshes by itself, and they count as forced refreshes.
+//
 // Credentials are shared through a store.Store (Redis, Memcached,
 // PostgreSQL, bbolt, memory or the user's own functions). The refresh engine
-// makes sure that exactly one node grants each new credential:
+// (package credential, one Keeper per kind) makes sure that exactly one node
+// grants each new credential:
 //
 //  1. A fresh local copy is returned with no lock, no allocation, no I/O.
 //  2. Otherwise one goroutine per process (a flight, bounded by its own
@@ -103,7 +120,6 @@ func Key(appID string, kind Kind) string {
 // settings is an immutable snapshot of what the setters change. A setter
 // swaps in a new snapshot; readers load it atomically.
 type settings struct {
-	gen                     uint64 // bumped when the app changes
 	token, appID, appSecret string
 	mode                    string
 	aesKey                  string
@@ -124,14 +140,10 @@ type Conf struct {
 	cfg      config
 	api      *api
 	settings atomic.Pointer[settings]
-	setMu    sync.Mutex // serialises setters
-	creds    [numKinds]cred
-
-	closed atomic.Bool
-	done   chan struct{} // closed by Close: ends every wait
-	once   sync.Once
-	flMu   sync.Mutex     // orders wg.Add (flights, grants) before Close's wg.Wait
-	wg     sync.WaitGroup // flights and Grant* calls in progress
+	setMu    sync.Mutex          // serialises setters
+	app      atomic.Pointer[app] // the Keepers of the current AppID
+	closed   atomic.Bool
+	once     sync.Once
 }
 
 // New returns a Conf configured by opts. It validates everything it can
@@ -168,19 +180,21 @@ func New(opts ...Option) (*Conf, error) {
 		return nil, err
 	}
 	c := &Conf{
-		cfg:  cfg,
-		api:  &api{client: cfg.client, bases: cfg.bases, busyRetries: cfg.busyRetries, busyBackoff: cfg.busyBackoff},
-		done: make(chan struct{}),
+		cfg: cfg,
+		api: &api{client: cfg.client, bases: cfg.bases, busyRetries: cfg.busyRetries, busyBackoff: cfg.busyBackoff},
 	}
 	c.settings.Store(s)
-	for k := range c.creds {
-		c.creds[k] = cred{kind: Kind(k), c: c}
+	a, err := c.newApp(s.appID, s.appSecret)
+	if err != nil {
+		return nil, err
 	}
+	c.app.Store(a)
 	c.seed()
 	return c, nil
 }
 
-// seed writes the seeds given to New into the store and the local cache.
+// seed writes the seeds given to New into the store, each bounded by the
+// store-call bound.
 func (c *Conf) seed() {
 	s := c.settings.Load()
 	for k, item := range c.cfg.seeds {
@@ -188,21 +202,20 @@ func (c *Conf) seed() {
 			continue
 		}
 		kind := Kind(k)
-		ctx, cancel := c.storeCtx(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.storeTimeout)
 		err := c.cfg.store.Set(ctx, Key(s.appID, kind), item)
 		cancel()
 		if err != nil {
-			c.emit(Event{Type: EventStoreError, Kind: kind, Err: err})
-			continue
+			c.cfg.logger.Warn("wechatconf: seeding the store failed", "kind", kind.String(), "appid", s.appID, "err", err.Error())
+			if c.cfg.observer != nil {
+				c.cfg.observer(Event{Type: EventStoreError, Kind: kind, Err: err, Context: ctx})
+			}
 		}
 	}
 }
 
 // now is the Conf's clock. Tests move it with testing/synctest.
 func (c *Conf) now() time.Time { return time.Now() }
-
-// Store returns the store the Conf shares credentials through.
-func (c *Conf) Store() store.Store { return c.cfg.store }
 
 // Token returns the Token used to sign server messages (the seed's .token).
 func (c *Conf) Token() string { return c.settings.Load().token }
@@ -222,13 +235,17 @@ func (c *Conf) EncryptMode() string { return c.settings.Load().mode }
 func (c *Conf) EncodingAESKey() string { return c.settings.Load().aesKey }
 
 // update applies fn to a copy of the current settings and swaps it in if it
-// validates.
+// validates. When the app changes, its Keepers are replaced, and those of
+// the previous app closed, before update returns.
 func (c *Conf) update(fn func(s *settings)) error {
 	c.setMu.Lock()
 	defer c.setMu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
 	old := c.settings.Load()
 	s := &settings{
-		gen: old.gen, token: old.token, appID: old.appID, appSecret: old.appSecret,
+		token: old.token, appID: old.appID, appSecret: old.appSecret,
 		mode: old.mode, aesKey: old.aesKey,
 		prevToken: old.prevToken, prevAESKey: old.prevAESKey, rotatedAt: old.rotatedAt,
 	}
@@ -245,7 +262,18 @@ func (c *Conf) update(fn func(s *settings)) error {
 	if s.aesKey != old.aesKey {
 		s.prevAESKey, s.rotatedAt = old.aesKey, c.now()
 	}
+	var stale *app
+	if s.appID != old.appID || s.appSecret != old.appSecret {
+		a, err := c.newApp(s.appID, s.appSecret)
+		if err != nil {
+			return err
+		}
+		stale = c.app.Swap(a)
+	}
 	c.settings.Store(s)
+	if stale != nil {
+		stale.close()
+	}
 	return nil
 }
 
@@ -271,12 +299,7 @@ func (c *Conf) SetEncodingAESKey(key string) error {
 // credential of the previous app: the local copies are keyed by app and the
 // store keys carry the AppID.
 func (c *Conf) SetAppIDAppSecret(appID, appSecret string) error {
-	return c.update(func(s *settings) {
-		if s.appID != appID || s.appSecret != appSecret {
-			s.gen++
-		}
-		s.appID, s.appSecret = appID, appSecret
-	})
+	return c.update(func(s *settings) { s.appID, s.appSecret = appID, appSecret })
 }
 
 // String describes the Conf without revealing any secret.
@@ -307,16 +330,10 @@ func redact(s string) string { return store.Redact(s) }
 // caller owns. Close is idempotent.
 func (c *Conf) Close() error {
 	c.once.Do(func() {
-		c.flMu.Lock()
+		c.setMu.Lock()
 		c.closed.Store(true)
-		c.flMu.Unlock()
-		close(c.done)
-		for k := range c.creds {
-			if p := c.creds[k].cur.Load(); p != nil {
-				p.stopTimer()
-			}
-		}
+		c.setMu.Unlock()
 	})
-	c.wg.Wait()
+	c.app.Load().close()
 	return nil
 }

@@ -38,8 +38,22 @@ func TestNewDefaultsAndValidation(t *testing.T) {
 	if c.AppID() != "wx1" || c.AppSecret() != secret {
 		t.Error("getters do not return the AppID and AppSecret")
 	}
-	if _, ok := c.Store().(*store.Memory); !ok {
-		t.Errorf("default store %T, want *store.Memory", c.Store())
+	// The default store is in memory: two Confs do not share a token.
+	other, err := conf.New(conf.WithAppID("wx1", secret), conf.WithHTTPClient(&httpClientNoNet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	seeded, err := conf.New(conf.WithAppID("wx1", secret), conf.WithAccessToken("SEEDED", time.Now().Add(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seeded.Close()
+	if tok, err := seeded.AccessToken(t.Context()); err != nil || tok != "SEEDED" {
+		t.Fatalf("seeded Conf: %q, %v", tok, err)
+	}
+	if _, err := other.AccessToken(t.Context()); err == nil {
+		t.Error("a second Conf without WithStore saw the first one's token: the default store is not its own")
 	}
 
 	cases := []struct {

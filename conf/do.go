@@ -1,14 +1,12 @@
 package conf
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"strings"
+	"net/url"
+
+	"github.com/wechatconf/wechatconf/credential"
 )
 
 // Do calls fn with a valid access token. If fn's error matches
@@ -21,112 +19,44 @@ func (c *Conf) Do(ctx context.Context, fn func(token string) error) error {
 
 // DoWith is Do for any kind of credential, such as the jsapi ticket.
 func (c *Conf) DoWith(ctx context.Context, kind Kind, fn func(credential string) error) error {
-	item, err := c.Credential(ctx, kind)
-	if err != nil {
-		return err
-	}
-	err = fn(item.Value)
-	if !errors.Is(err, ErrTokenInvalid) {
-		return err
-	}
-	fresh, ierr := c.Invalidate(ctx, kind, item.Value)
-	if ierr != nil {
-		return fmt.Errorf("%w (and no replacement: %w)", err, ierr)
-	}
-	return fn(fresh)
+	return credential.Do(ctx, c.Source(kind), func(err error) bool { return errors.Is(err, ErrTokenInvalid) }, fn)
 }
 
-// Transport returns an http.RoundTripper for calls to WeChat's APIs: it sets
-// the access_token query parameter on every request and, when WeChat answers
-// 40001, 40014 or 42001, invalidates the token (compare-then-refresh) and
-// sends the request once more with the replacement. base nil means
-// http.DefaultTransport. Requests with a body are retried only if they can
-// be replayed (http.NewRequest sets GetBody for the usual body types).
+// Transport returns an http.RoundTripper for calls to WeChat's APIs. On
+// requests to the configured API hosts (WithBaseURLs) that do not carry an
+// access_token already, it sets the access token; when WeChat answers
+// 40001, 40014 or 42001, it invalidates the token it sent
+// (compare-then-refresh) and sends the request once more with the
+// replacement. Requests to any other host, a redirect elsewhere included,
+// and requests that carry their own access_token (an OAuth user token on
+// /sns/…) pass through untouched. base nil means http.DefaultTransport.
 func (c *Conf) Transport(base http.RoundTripper) http.RoundTripper {
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	return &transport{c: c, base: base}
-}
-
-type transport struct {
-	c    *Conf
-	base http.RoundTripper
-}
-
-// peekLimit: answers larger than this are not inspected for an errcode
-// (media downloads and the like); errcode answers are tiny.
-const peekLimit = 4 << 10
-
-func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
-	tok, err := t.c.AccessToken(ctx)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := t.send(req, tok)
-	if err != nil {
-		return nil, err
-	}
-	code, resp, err := errcodeOf(resp)
-	if err != nil || !IsInvalidCredentialCode(code) {
-		return resp, err
-	}
-	if req.Body != nil && req.GetBody == nil {
-		return resp, nil // cannot replay: let the caller see the answer
-	}
-	fresh, err := t.c.Invalidate(ctx, AccessToken, tok)
-	if err != nil {
-		return resp, nil // no replacement: the caller sees WeChat's answer
-	}
-	resp.Body.Close()
-	return t.send(req, fresh)
-}
-
-// send clones req (RoundTrippers must not modify it) with the token set.
-func (t *transport) send(req *http.Request, tok string) (*http.Response, error) {
-	r := req.Clone(req.Context())
-	q := r.URL.Query()
-	q.Set("access_token", tok)
-	r.URL.RawQuery = q.Encode()
-	if req.GetBody != nil {
-		body, err := req.GetBody()
-		if err != nil {
-			return nil, fmt.Errorf("conf: transport: replay body: %w", err)
+	hosts := make([]string, 0, len(c.cfg.bases))
+	for _, b := range c.cfg.bases {
+		if u, err := url.Parse(b); err == nil {
+			hosts = append(hosts, u.Host)
 		}
-		r.Body = body
 	}
-	resp, err := t.base.RoundTrip(r)
+	t, err := credential.NewTransport(credential.TransportConfig{
+		Source:  c.Source(AccessToken),
+		Param:   "access_token",
+		Hosts:   hosts,
+		Invalid: IsInvalidCredentialCode,
+		Base:    base,
+	})
 	if err != nil {
-		return nil, scrub(err)
+		// WithBaseURLs makes sure of a host, so this is not reached.
+		return errTransport{err}
 	}
-	return resp, nil
+	return t
 }
 
-// errcodeOf reads a small JSON answer's errcode, leaving resp's body intact
-// for the caller.
-func errcodeOf(resp *http.Response) (int, *http.Response, error) {
-	ct := resp.Header.Get("Content-Type")
-	if resp.ContentLength > peekLimit || (!strings.Contains(ct, "json") && !strings.HasPrefix(ct, "text/plain")) {
-		return 0, resp, nil
-	}
-	head, err := io.ReadAll(io.LimitReader(resp.Body, peekLimit+1))
-	if err != nil {
-		resp.Body.Close()
-		return 0, nil, fmt.Errorf("conf: transport: read answer: %w", err)
-	}
-	resp.Body = readCloser{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
-	if len(head) > peekLimit {
-		return 0, resp, nil
-	}
-	var eb errBody
-	if json.Unmarshal(head, &eb) != nil {
-		return 0, resp, nil
-	}
-	return eb.ErrCode, resp, nil
-}
+// errTransport fails every request with err.
+type errTransport struct{ err error }
 
-type readCloser struct {
-	io.Reader
-	io.Closer
+func (e errTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return nil, e.err
 }

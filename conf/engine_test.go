@@ -75,9 +75,11 @@ func TestTokenIsRefreshedWithinMarginAndReadFromPeers(t *testing.T) {
 		if tok, _ := b.AccessToken(ctx); tok != ta {
 			t.Fatal("token changed before the margin")
 		}
-		time.Sleep(2 * time.Second)
-		// Past the margin the old token is still valid: it is served at
-		// once while the refresh runs in the background.
+		// Past the margin and its spread (each token's refresh point lies
+		// in the first third of the margin, picked from its value) the
+		// old token is still valid: it is served at once while the
+		// refresh runs in the background.
+		time.Sleep(conf.DefaultMargin/3 + 2*time.Second)
 		if tok, err := b.AccessToken(ctx); err != nil || tok != ta {
 			t.Fatalf("right after the margin got %q, %v; want the old, still valid token without waiting", tok, err)
 		}

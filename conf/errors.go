@@ -3,6 +3,8 @@ package conf
 import (
 	"errors"
 	"fmt"
+
+	"github.com/wechatconf/wechatconf/credential"
 )
 
 // ErrNeedParam is returned when an operation needs a parameter that was not
@@ -25,13 +27,26 @@ var ErrQuota = errors.New("conf: wechat quota reached")
 // bounded retries with backoff are spent.
 var ErrBusy = errors.New("conf: wechat busy")
 
-// ErrClosed is returned by every method of a Conf after Close.
-var ErrClosed = errors.New("conf: closed")
+// ErrClosed is returned by every method of a Conf after Close. It is
+// credential.ErrClosed.
+var ErrClosed = credential.ErrClosed
 
 // ErrUnavailable is returned when no valid credential could be obtained in
-// time: a refresh-only node found none in the store, or waiting for another
-// node's grant ran past its bound.
-var ErrUnavailable = errors.New("conf: no valid credential available")
+// time: a refresh-only node found none in the store, waiting for another
+// node's grant ran past its bound, or the store failed and a grant without
+// its lease was not allowed. It is credential.ErrUnavailable.
+var ErrUnavailable = credential.ErrUnavailable
+
+// ErrRefreshLimited matches the error of an Invalidate or Grant* call
+// refused because a refresh of the same credential was forced less than
+// WithForcedRefreshInterval ago, on any node sharing the store. The
+// credential forced then is current; if WeChat still rejects it, try again
+// after RefreshLimitedError.Next. It is credential.ErrRefreshLimited.
+var ErrRefreshLimited = credential.ErrRefreshLimited
+
+// RefreshLimitedError is the error of a forced refresh refused by the
+// cluster-wide limit; Next says when the next one is allowed.
+type RefreshLimitedError = credential.RefreshLimitedError
 
 // APIError is an errcode answer from WeChat. It carries the errcode and
 // errmsg, and the endpoint path (never the query: it may hold the secret).

@@ -2,58 +2,37 @@ package conf
 
 import (
 	"context"
-	"log/slog"
 	"time"
+
+	"github.com/wechatconf/wechatconf/credential"
 )
 
-// EventType says what happened in the refresh engine.
-type EventType int
+// EventType says what happened in the refresh engine (see package
+// credential, which reports the same events).
+type EventType = credential.EventType
 
 // The events a Conf reports to its observer (see WithObserver).
 const (
 	// EventGranted: this node called WeChat and got a new credential.
-	EventGranted EventType = iota + 1
+	EventGranted = credential.EventGranted
 	// EventGrantFailed: a grant was attempted and failed (Err says why).
-	EventGrantFailed
+	EventGrantFailed = credential.EventGrantFailed
 	// EventLoaded: a credential was taken from the store (or a refresh
 	// function) instead of being granted here.
-	EventLoaded
+	EventLoaded = credential.EventLoaded
 	// EventLeaseWaited: another node held the lease; Wait says how long
 	// this node waited for its grant.
-	EventLeaseWaited
+	EventLeaseWaited = credential.EventLeaseWaited
 	// EventInvalidated: a credential was reported rejected by WeChat.
-	EventInvalidated
+	EventInvalidated = credential.EventInvalidated
 	// EventStoreError: the store failed (Err says how); the node kept
 	// serving its local copy where it could.
-	EventStoreError
+	EventStoreError = credential.EventStoreError
 	// EventMalformed: the store held a record that cannot be decoded or an
-	// item that cannot be a WeChat credential (no value, or an expiry
-	// further ahead than any WeChat grants); it was not served, and the
-	// next grant replaces it. Err says what was found, never the value.
-	EventMalformed
+	// item that cannot be a WeChat credential; it was not served, and the
+	// next grant replaces it.
+	EventMalformed = credential.EventMalformed
 )
-
-// String returns a short name for metrics labels: granted, grant_failed,
-// loaded, lease_waited, invalidated, store_error, malformed.
-func (t EventType) String() string {
-	switch t {
-	case EventGranted:
-		return "granted"
-	case EventGrantFailed:
-		return "grant_failed"
-	case EventLoaded:
-		return "loaded"
-	case EventLeaseWaited:
-		return "lease_waited"
-	case EventInvalidated:
-		return "invalidated"
-	case EventStoreError:
-		return "store_error"
-	case EventMalformed:
-		return "malformed"
-	}
-	return "unknown"
-}
 
 // Event is one thing the refresh engine did. It never carries a credential.
 type Event struct {
@@ -61,32 +40,8 @@ type Event struct {
 	Kind      Kind
 	Wait      time.Duration // EventLeaseWaited: time spent waiting
 	ExpiresAt time.Time     // EventGranted, EventLoaded: the credential's expiry
-	Err       error         // EventGrantFailed, EventStoreError
-}
-
-// emit reports e to the observer and the logger.
-func (c *Conf) emit(e Event) {
-	if c.cfg.observer != nil {
-		c.cfg.observer(e)
-	}
-	l := c.cfg.logger
-	ctx := context.Background()
-	level := slog.LevelDebug
-	if e.Err != nil {
-		level = slog.LevelWarn
-	}
-	if !l.Enabled(ctx, level) {
-		return
-	}
-	attrs := []slog.Attr{slog.String("kind", e.Kind.String()), slog.String("appid", c.AppID())}
-	if !e.ExpiresAt.IsZero() {
-		attrs = append(attrs, slog.Time("expires_at", e.ExpiresAt))
-	}
-	if e.Wait > 0 {
-		attrs = append(attrs, slog.Duration("wait", e.Wait))
-	}
-	if e.Err != nil {
-		attrs = append(attrs, slog.String("err", e.Err.Error()))
-	}
-	l.LogAttrs(ctx, level, "wechatconf: "+e.Type.String(), attrs...)
+	Err       error         // EventGrantFailed, EventStoreError, EventMalformed
+	// Context carries the values (a trace span, say) of the call that
+	// started the refresh; that caller's cancellation does not reach it.
+	Context context.Context
 }

@@ -8,22 +8,23 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/wechatconf/wechatconf/credential"
 	"github.com/wechatconf/wechatconf/store"
 )
 
 // Defaults. The margin and the re-read interval are chosen together; see
 // WithMargin and WithReread for the reasons.
 const (
-	DefaultMargin      = 3 * time.Minute
-	DefaultReread      = time.Minute
-	DefaultLeaseTTL    = 30 * time.Second
+	DefaultMargin      = credential.DefaultMargin
+	DefaultReread      = credential.DefaultReread
+	DefaultLeaseTTL    = credential.DefaultLeaseTTL
 	DefaultHTTPTimeout = 10 * time.Second
 	// DefaultStoreTimeout bounds each store call (see WithStoreTimeout).
-	DefaultStoreTimeout = 2 * time.Second
+	DefaultStoreTimeout = credential.DefaultStoreTimeout
 	// DefaultForcedRefreshInterval is the least time between two forced
 	// refreshes of one credential across the cluster (see
 	// WithForcedRefreshInterval).
-	DefaultForcedRefreshInterval = 30 * time.Second
+	DefaultForcedRefreshInterval = credential.DefaultForcedInterval
 )
 
 // Option configures a Conf in New.
@@ -47,6 +48,7 @@ type config struct {
 	maxWait                 time.Duration
 	storeTimeout            time.Duration
 	forcedInterval          time.Duration
+	spread                  float64
 	logger                  *slog.Logger
 	observer                func(Event)
 	refreshOnly             bool
@@ -66,6 +68,7 @@ func defaults() config {
 		reread:         DefaultReread,
 		leaseTTL:       DefaultLeaseTTL,
 		forcedInterval: DefaultForcedRefreshInterval,
+		spread:         credential.DefaultSpread,
 		logger:         slog.New(slog.DiscardHandler),
 		busyRetries:    3,
 		busyBackoff:    200 * time.Millisecond,
@@ -265,6 +268,26 @@ func WithForcedRefreshInterval(d time.Duration) Option {
 			return fmt.Errorf("conf: WithForcedRefreshInterval: negative interval %v", d)
 		}
 		c.forcedInterval = d
+		return nil
+	}
+}
+
+// WithRefreshSpread sets the part of the margin over which refresh points
+// are spread: each credential is refreshed somewhere between its expiry less
+// the margin and that point plus fraction × margin, the place picked from
+// the credential's value so that every node agrees on it. Credentials
+// granted in the same second (a cold start of many apps, a token server for
+// a whole company) then do not all come due in the same second of the next
+// cycle. The default is credential.DefaultSpread (a third); 0 turns it off.
+func WithRefreshSpread(fraction float64) Option {
+	return func(c *config) error {
+		if fraction < 0 || fraction > 1 {
+			return fmt.Errorf("conf: WithRefreshSpread: %v is outside 0..1", fraction)
+		}
+		c.spread = fraction
+		if fraction == 0 {
+			c.spread = -1
+		}
 		return nil
 	}
 }

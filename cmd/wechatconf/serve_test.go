@@ -354,19 +354,29 @@ func TestServeErrors(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &e); err != nil || code != 502 || e.ErrCode != 45009 || !strings.Contains(e.Error, "45009") {
 		t.Errorf("quota: %d %s, want 502 with errcode 45009", code, body)
 	}
-	a.fake.FailNext(1, wechattest.HTTPStatus(503))
-	if code, body := a.do("GET", "/v1/jsapi_ticket", "Bearer "+testKey, ""); code != 502 {
-		t.Errorf("WeChat 503: %d %s, want 502", code, body)
+	// The quota is not asked again at once (credential.FatalBackoff): the
+	// same answer, without a request to WeChat.
+	before := a.fake.Stats().Requests
+	if code, body := a.do("GET", "/v1/access_token", "Bearer "+testKey, ""); code != 502 || !strings.Contains(body, "45009") {
+		t.Errorf("quota again: %d %s, want 502 with errcode 45009", code, body)
+	}
+	if n := a.fake.Stats().Requests - before; n != 0 {
+		t.Errorf("the quota answer was asked for again %d times; want 0 within the backoff", n)
 	}
 	m := a.scrape()
-	if v := m[`wechatconf_grant_failures_total{kind="access_token"}`]; v != 2 {
-		t.Errorf("grant failures %v, want 2", v)
+	if v := m[`wechatconf_grant_failures_total{kind="access_token"}`]; v != 1 {
+		t.Errorf("grant failures %v, want 1", v)
 	}
-	if v := m[`wechatconf_http_requests_total{path="/v1/access_token",code="502"}`]; v != 1 {
-		t.Errorf("502 count %v, want 1", v)
+	if v := m[`wechatconf_http_requests_total{path="/v1/access_token",code="502"}`]; v != 2 {
+		t.Errorf("502 count %v, want 2", v)
 	}
 	if !strings.Contains(a.logs.String(), "request failed") {
 		t.Error("failures are not logged")
+	}
+	b := newAPI(t)
+	b.fake.FailNext(1, wechattest.HTTPStatus(503))
+	if code, body := b.do("GET", "/v1/jsapi_ticket", "Bearer "+testKey, ""); code != 502 {
+		t.Errorf("WeChat 503: %d %s, want 502", code, body)
 	}
 	a.conf.Close()
 	if code, _ := a.do("GET", "/v1/access_token", "Bearer "+testKey, ""); code != 503 {

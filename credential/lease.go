@@ -1,4 +1,4 @@
-package conf
+package credential
 
 // The lease guard: a grant runs on a context that ends when the store's
 // lease may have lapsed, counted from the moment Lock was called (not from
@@ -23,7 +23,7 @@ func leaseSafety(ttl time.Duration) time.Duration {
 
 // leaseGuard watches one held lease.
 type leaseGuard struct {
-	cr     *cred
+	k      *Keeper
 	lease  store.Lease
 	ctx    context.Context // ends when the lease may have lapsed
 	cancel context.CancelFunc
@@ -35,9 +35,9 @@ type leaseGuard struct {
 }
 
 // guard starts watching lease, taken by a Lock call made at lockedAt.
-func (cr *cred) guard(parent context.Context, lease store.Lease, lockedAt time.Time) *leaseGuard {
-	ttl := cr.c.cfg.leaseTTL
-	g := &leaseGuard{cr: cr, lease: lease, parent: parent, stop: make(chan struct{}), done: make(chan struct{})}
+func (k *Keeper) guard(parent context.Context, lease store.Lease, lockedAt time.Time) *leaseGuard {
+	ttl := k.pol.LeaseTTL
+	g := &leaseGuard{k: k, lease: lease, parent: parent, stop: make(chan struct{}), done: make(chan struct{})}
 	g.ctx, g.cancel = context.WithCancel(parent)
 	g.until.Store(lockedAt.Add(ttl - leaseSafety(ttl)).UnixNano())
 	go g.watch()
@@ -48,13 +48,13 @@ func (cr *cred) guard(parent context.Context, lease store.Lease, lockedAt time.T
 // extends the lease every third of its TTL while it can.
 func (g *leaseGuard) watch() {
 	defer close(g.done)
-	c := g.cr.c
-	ttl := c.cfg.leaseTTL
+	k := g.k
+	ttl := k.pol.LeaseTTL
 	ext, _ := g.lease.(store.Extender)
 	every := ttl / 3
-	next := c.now().Add(every)
+	next := k.now().Add(every)
 	for {
-		now := c.now()
+		now := k.now()
 		until := time.Unix(0, g.until.Load())
 		if !now.Before(until) {
 			g.cancel()
@@ -74,12 +74,12 @@ func (g *leaseGuard) watch() {
 			return
 		case <-t.C:
 		}
-		if ext == nil || c.now().Before(next) {
+		if ext == nil || k.now().Before(next) {
 			continue
 		}
-		start := c.now()
+		start := k.now()
 		next = start.Add(every)
-		ectx, cancel := context.WithTimeout(g.ctx, min(c.cfg.storeTimeout, every))
+		ectx, cancel := context.WithTimeout(g.ctx, min(k.pol.StoreTimeout, every))
 		err := ext.Extend(ectx, ttl)
 		cancel()
 		switch {
@@ -91,14 +91,14 @@ func (g *leaseGuard) watch() {
 			return
 		case g.ctx.Err() == nil:
 			// Keep trying until the lease runs out.
-			c.emit(Event{Type: EventStoreError, Kind: g.cr.kind, Err: err})
+			k.emit(g.ctx, Event{Type: EventStoreError, Err: err})
 		}
 	}
 }
 
 // held reports whether the lease is still ours.
 func (g *leaseGuard) held() bool {
-	return g.ctx.Err() == nil && g.cr.c.now().UnixNano() < g.until.Load()
+	return g.ctx.Err() == nil && g.k.now().UnixNano() < g.until.Load()
 }
 
 // lapsed describes the end of the lease for an error.
@@ -107,9 +107,9 @@ func (g *leaseGuard) lapsed(parent context.Context) error {
 		return err
 	}
 	if g.lost.Load() {
-		return fmt.Errorf("conf: %s: the store's lease was lost (another node holds it)", g.cr.kind)
+		return fmt.Errorf("credential: %s: the store's lease was lost (another node holds it)", g.k.name)
 	}
-	return fmt.Errorf("conf: %s: the store's lease (WithLeaseTTL %v) ran out during the grant", g.cr.kind, g.cr.c.cfg.leaseTTL)
+	return fmt.Errorf("credential: %s: the store's lease (Policy.LeaseTTL %v) ran out during the grant", g.k.name, g.k.pol.LeaseTTL)
 }
 
 // release stops watching and unlocks, within the store-call bound, even
@@ -118,10 +118,10 @@ func (g *leaseGuard) release() {
 	close(g.stop)
 	<-g.done
 	g.cancel()
-	c := g.cr.c
-	uctx, cancel := c.storeCtx(context.WithoutCancel(g.parent))
+	k := g.k
+	uctx, cancel := k.storeCtx(context.WithoutCancel(g.parent))
 	defer cancel()
 	if err := g.lease.Unlock(uctx); err != nil {
-		c.emit(Event{Type: EventStoreError, Kind: g.cr.kind, Err: c.boundErr(uctx, "unlock", "", err)})
+		k.emit(g.parent, Event{Type: EventStoreError, Err: err})
 	}
 }

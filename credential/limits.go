@@ -1,4 +1,4 @@
-package conf
+package credential
 
 // Two limits that keep a bad day from spending WeChat's quota:
 //
@@ -13,13 +13,17 @@ package conf
 //   - Forced refreshes. A rejection (Invalidate) of the token the store
 //     still holds forces a grant before its time; so does Grant*. Those are
 //     limited across the cluster through the store: at most one every
-//     WithForcedRefreshInterval (30 s by default) per credential, whatever
-//     the number of callers, nodes or servers asking.
+//     Policy.ForcedInterval (30 s by default) per credential, whatever the
+//     number of callers, nodes or servers asking.
+//   - Fatal grant errors (Policy.Fatal: a wrong secret, an unknown app id)
+//     are logged once at error level and returned for FatalBackoff without
+//     asking WeChat again.
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/wechatconf/wechatconf/store"
@@ -32,19 +36,20 @@ const leaselessRetry = 30 * time.Second
 
 // leaselessGrant remembers this process's last grant without the lease.
 type leaselessGrant struct {
-	gen     uint64
 	value   string    // "" when the attempt failed
 	at      time.Time // when it was asked for
 	staleAt time.Time // the next cycle begins
 }
 
 // grantLeaseless grants without the store's lease, within the limit.
-func (cr *cred) grantLeaseless(ctx context.Context, s *settings, rejected string, storeErr error) (store.Item, any, error) {
-	c := cr.c
-	cr.mu.Lock()
-	defer cr.mu.Unlock()
-	now := c.now()
-	if last := cr.leaseless; last.gen == s.gen && !last.at.IsZero() {
+func (k *Keeper) grantLeaseless(ctx context.Context, rejected string, storeErr error) (store.Item, any, error) {
+	if err := k.canGrant(); err != nil {
+		return store.Item{}, nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	if last := k.leaseless; !last.at.IsZero() {
 		next := last.staleAt
 		switch {
 		case last.value == "":
@@ -56,41 +61,74 @@ func (cr *cred) grantLeaseless(ctx context.Context, s *settings, rejected string
 		}
 		if now.Before(next) {
 			return store.Item{}, nil, fmt.Errorf("%w: %s: the store failed (%w); this process asked WeChat without the store's lease %v ago and asks again no sooner than in %v, so that an outage cannot start a grant storm",
-				ErrUnavailable, cr.kind, storeErr, now.Sub(last.at).Round(time.Millisecond), next.Sub(now).Round(time.Millisecond))
+				ErrUnavailable, k.name, storeErr, now.Sub(last.at).Round(time.Millisecond), next.Sub(now).Round(time.Millisecond))
 		}
 	}
-	gctx, cancel := context.WithTimeout(ctx, c.cfg.leaseTTL)
+	gctx, cancel := context.WithTimeout(ctx, k.pol.GrantTimeout)
 	defer cancel()
-	item, raw, err := cr.grant(gctx, s, rejected, false, true)
-	cr.leaseless = leaselessGrant{gen: s.gen, value: item.Value, at: now, staleAt: item.ExpiresAt.Add(-c.cfg.margin)}
+	gr, err := k.callGrant(gctx, Request{Rejected: rejected, Leaseless: true})
+	k.leaseless = leaselessGrant{value: gr.Item.Value, at: now, staleAt: k.staleAt(gr.Item)}
 	if err != nil {
 		return store.Item{}, nil, fmt.Errorf("%w (granting without the store, which failed: %v)", err, storeErr)
 	}
-	p := cr.copyOf(item, s.gen, true, now)
-	p.rereadAt = now.Add(min(retryAfterFailure, c.cfg.reread))
-	cr.publish(p, now)
-	cr.write(ctx, Key(s.appID, cr.kind), item) // best effort: it just failed
-	return item, raw, nil
+	p := k.copyOf(gr.Item, true, now)
+	p.rereadAt = now.Add(min(retryAfterFailure, k.pol.Reread))
+	k.publish(p, now)
+	k.write(ctx, k.key, gr.Item) // best effort: it just failed
+	return gr.Item, gr.Raw, nil
 }
 
-// ErrRefreshLimited matches the error of an Invalidate or Grant* call
+// fatalError remembers a grant error that only a person can mend.
+type fatalError struct {
+	err error
+	at  time.Time
+}
+
+// noteFatal remembers err if the policy says it is fatal, logging it once
+// at error level.
+func (k *Keeper) noteFatal(ctx context.Context, err error) {
+	if k.pol.Fatal == nil || !k.pol.Fatal(err) {
+		return
+	}
+	k.fatalMu.Lock()
+	first := k.fatal.err == nil
+	k.fatal = fatalError{err: err, at: k.now()}
+	k.fatalMu.Unlock()
+	if first {
+		attrs := append([]slog.Attr{slog.String("credential", k.name), slog.String("err", err.Error())}, k.attrs...)
+		k.log.LogAttrs(ctx, slog.LevelError,
+			"wechatconf: WeChat refused to grant: check the app's id and secret in the WeChat console; not asking again for "+FatalBackoff.String(), attrs...)
+	}
+}
+
+// fatalBackoff returns the remembered fatal error while its backoff lasts.
+func (k *Keeper) fatalBackoff() error {
+	k.fatalMu.Lock()
+	defer k.fatalMu.Unlock()
+	if f := k.fatal; f.err != nil && k.now().Before(f.at.Add(FatalBackoff)) {
+		return fmt.Errorf("%w (not asking WeChat again until %s)", f.err, f.at.Add(FatalBackoff).UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// ErrRefreshLimited matches the error of an Invalidate or Grant call
 // refused because a refresh of the same credential was forced less than
-// WithForcedRefreshInterval ago, on any node sharing the store. The
+// Policy.ForcedInterval ago, on any node sharing the store. The
 // credential that was forced then is current; if WeChat still rejects it,
 // try again after RefreshLimitedError.Next.
-var ErrRefreshLimited = errors.New("conf: forced refresh limited")
+var ErrRefreshLimited = errors.New("credential: forced refresh limited")
 
 // RefreshLimitedError is the error of a forced refresh refused by the
 // cluster-wide limit. It matches ErrRefreshLimited.
 type RefreshLimitedError struct {
-	Kind Kind
+	Name string    // the credential's name
 	Next time.Time // the next forced refresh is allowed from here on
 }
 
 // Error implements error.
 func (e *RefreshLimitedError) Error() string {
-	return fmt.Sprintf("conf: %s: a refresh was forced less than the forced-refresh interval ago (WithForcedRefreshInterval); the next is allowed at %s",
-		e.Kind, e.Next.UTC().Format(time.RFC3339))
+	return fmt.Sprintf("credential: %s: a refresh was forced less than the forced-refresh interval ago; the next is allowed at %s",
+		e.Name, e.Next.UTC().Format(time.RFC3339))
 }
 
 // Is makes errors.Is match ErrRefreshLimited.
@@ -102,9 +140,9 @@ func limitKey(key string) string { return key + ":forced" }
 
 // forcedLimited refuses a forced refresh this process already knows is too
 // soon, without asking the store.
-func (cr *cred) forcedLimited() error {
-	if until := cr.forcedUntil.Load(); cr.c.now().UnixNano() < until {
-		return &RefreshLimitedError{Kind: cr.kind, Next: time.Unix(0, until)}
+func (k *Keeper) forcedLimited() error {
+	if until := k.forcedUntil.Load(); k.now().UnixNano() < until {
+		return &RefreshLimitedError{Name: k.name, Next: time.Unix(0, until)}
 	}
 	return nil
 }
@@ -115,26 +153,25 @@ func (cr *cred) forcedLimited() error {
 // refresh is allowed; each one moves it later, so newer-wins always keeps
 // the latest. A limit item further ahead than the interval allows (plus
 // clock slack) is not believed: a poisoned record must not block repairs.
-func (cr *cred) takeForced(ctx context.Context, key string) error {
-	c := cr.c
-	if err := cr.forcedLimited(); err != nil {
+func (k *Keeper) takeForced(ctx context.Context) error {
+	if err := k.forcedLimited(); err != nil {
 		return err
 	}
-	now := c.now()
-	interval := c.cfg.forcedInterval
+	now := k.now()
+	interval := k.pol.ForcedInterval
 	if interval <= 0 {
-		return nil // WithForcedRefreshInterval(0): no limit
+		return nil // no limit
 	}
-	lk := limitKey(key)
-	sctx, cancel := c.storeCtx(ctx)
-	it, err := c.cfg.store.Get(sctx, lk)
+	lk := limitKey(k.key)
+	sctx, cancel := k.storeCtx(ctx)
+	it, err := k.store.Get(sctx, lk)
 	cancel()
 	if err == nil && it.ExpiresAt.After(now) && !it.ExpiresAt.After(now.Add(interval+store.ClockSlack)) {
-		cr.forcedUntil.Store(it.ExpiresAt.UnixNano())
-		return &RefreshLimitedError{Kind: cr.kind, Next: it.ExpiresAt}
+		k.forcedUntil.Store(it.ExpiresAt.UnixNano())
+		return &RefreshLimitedError{Name: k.name, Next: it.ExpiresAt}
 	}
 	next := now.Add(interval)
-	cr.forcedUntil.Store(next.UnixNano())
-	cr.write(ctx, lk, store.Item{Value: "forced", ExpiresAt: next})
+	k.forcedUntil.Store(next.UnixNano())
+	k.write(ctx, lk, store.Item{Value: "forced", ExpiresAt: next})
 	return nil
 }
