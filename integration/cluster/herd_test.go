@@ -37,6 +37,7 @@ func testHerd(t *testing.T, b *bed) {
 	spec := baseSpec(srv, b.namespace("herd"))
 	spec.Margin = herdMargin
 	spec.LeaseTTL = 5 * time.Second
+	spec.NoSpread = true // every copy stale at once: the worst herd
 	cl := b.start(t, same(herdNodes, spec)...)
 
 	var staleAt time.Time

@@ -40,6 +40,9 @@ type nodeSpec struct {
 	Reread      time.Duration `json:"reread,omitempty"`
 	LeaseTTL    time.Duration `json:"lease_ttl,omitempty"`
 	RefreshOnly bool          `json:"refresh_only,omitempty"`
+	// NoSpread turns the refresh spread off, so that every node's copy
+	// goes stale at the same instant (the herd).
+	NoSpread bool `json:"no_spread,omitempty"`
 	// PrivateStore gives the node a store.NewMemory of its own instead of
 	// the shared backend: a misconfigured deployment, for checking that a
 	// suite notices one (every node then grants for itself).
@@ -177,6 +180,9 @@ func newNode(spec nodeSpec, shared store.Store, emit func(reply)) (*node, error)
 	}
 	if spec.RefreshOnly {
 		opts = append(opts, conf.WithRefreshOnly())
+	}
+	if spec.NoSpread {
+		opts = append(opts, conf.WithRefreshSpread(0))
 	}
 	c, err := conf.New(opts...)
 	if err != nil {
