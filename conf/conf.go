@@ -69,6 +69,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wechatconf/wechatconf/internal/wxapi"
 	"github.com/wechatconf/wechatconf/store"
 )
 
@@ -181,7 +182,7 @@ func New(opts ...Option) (*Conf, error) {
 	}
 	c := &Conf{
 		cfg: cfg,
-		api: &api{client: cfg.client, bases: cfg.bases, busyRetries: cfg.busyRetries, busyBackoff: cfg.busyBackoff},
+		api: &api{wxapi.Client{HTTP: cfg.client, Bases: cfg.bases, BusyRetries: cfg.busyRetries, BusyBackoff: cfg.busyBackoff}},
 	}
 	c.settings.Store(s)
 	a, err := c.newApp(s.appID, s.appSecret)

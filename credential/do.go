@@ -8,8 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
+
+	"github.com/wechatconf/wechatconf/internal/wxapi"
 )
 
 // Do calls fn with a valid credential from src. If invalid reports that
@@ -152,19 +153,9 @@ func (t *transport) send(req *http.Request, value string, again bool) (*http.Res
 	}
 	resp, err := t.cfg.Base.RoundTrip(r)
 	if err != nil {
-		return nil, Scrub(err)
+		return nil, wxapi.Scrub(err)
 	}
 	return resp, nil
-}
-
-// Scrub removes the URL (and with it any secret or credential in its query)
-// from net/http's errors, keeping the cause.
-func Scrub(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
-	}
-	return err
 }
 
 // errcodeOf reads a small JSON answer's errcode, leaving resp's body intact
