@@ -316,7 +316,8 @@ type WeCom struct {
 //     40013 for an unknown one, 45009 past WithGetTokenLimit, 41004 without
 //     corpsecret, 40001 when no app of that corp has it. Else, while the
 //     app's current token is valid (not expired, not revoked), the same
-//     token with its remaining lifetime in whole seconds as expires_in
+//     token with its remaining lifetime in whole seconds (rounded down)
+//     as expires_in
 //     (Stats.TokenRepeats); otherwise a new token with the full TTL
 //     (Stats.TokenGrants). A token is never replaced before it expires or
 //     is revoked, so an early refresh gets the old token back.

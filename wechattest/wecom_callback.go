@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"math/big"
@@ -97,4 +98,49 @@ func weComSign(parts ...string) string {
 	slices.Sort(p)
 	sum := sha1.Sum([]byte(strings.Join(p, "")))
 	return hex.EncodeToString(sum[:])
+}
+
+// CallbackMessage builds a message as WeCom pushes it to an app's callback
+// URL: the query (msg_signature, timestamp, nonce) and the XML body of the
+// POST, <xml><ToUserName>corpID</ToUserName><AgentID>agentID</AgentID>
+// <Encrypt>...</Encrypt></xml>, with msg encrypted for corpID and signed
+// over the Encrypt text. msg is the plaintext XML the server should read
+// (a text message or an event). The timestamp is the fake's clock. Errors
+// are CallbackURLCheck's.
+func (w *WeCom) CallbackMessage(token, encodingAESKey, corpID string, agentID int64, msg []byte) (query url.Values, body []byte, err error) {
+	if token == "" {
+		return nil, nil, errors.New("wechattest: callback message: empty token")
+	}
+	if corpID == "" {
+		return nil, nil, errors.New("wechattest: callback message: empty CorpID")
+	}
+	key, err := weComKey(encodingAESKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("wechattest: callback message: %w", err)
+	}
+	enc := weComEncrypt(key, msg, corpID)
+	ts := strconv.FormatInt(w.cfg.now().Unix(), 10)
+	nonce, _ := rand.Int(rand.Reader, big.NewInt(1e10))
+	body, err = xml.Marshal(weComPush{ToUserName: cdataText{corpID}, AgentID: cdataText{strconv.FormatInt(agentID, 10)}, Encrypt: cdataText{enc}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("wechattest: callback message: %w", err)
+	}
+	query = url.Values{
+		"msg_signature": {weComSign(token, ts, nonce.String(), enc)},
+		"timestamp":     {ts},
+		"nonce":         {nonce.String()},
+	}
+	return query, body, nil
+}
+
+type cdataText struct {
+	Text string `xml:",cdata"`
+}
+
+// weComPush is the envelope of a pushed WeCom message.
+type weComPush struct {
+	XMLName    xml.Name  `xml:"xml"`
+	ToUserName cdataText `xml:"ToUserName"`
+	AgentID    cdataText `xml:"AgentID"`
+	Encrypt    cdataText `xml:"Encrypt"`
 }

@@ -612,3 +612,33 @@ func TestWeComUnknownPath(t *testing.T) {
 		t.Errorf("Requests = %d", w.Stats().Requests)
 	}
 }
+
+func TestWeComCallbackMessage(t *testing.T) {
+	w, clk := twoCorps()
+	const msg = "<xml><ToUserName><![CDATA[ww000000000000000a]]></ToUserName><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[你好 & ]]]]><![CDATA[>]]></Content><AgentID>1000002</AgentID></xml>"
+	q, body, err := w.CallbackMessage("cbtoken", wecomAESKey, corpA, agentA1, []byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Get("signature") != "" || q.Get("encrypt_type") != "" || q.Get("timestamp") != strconv.FormatInt(clk.Now().Unix(), 10) {
+		t.Fatalf("query %v is not WeCom's", q)
+	}
+	env, err := wxcrypto.ParseEnvelope(body)
+	if err != nil || env.ToUserName != corpA || env.AgentID != strconv.Itoa(agentA1) || env.Encrypt == "" {
+		t.Fatalf("envelope %+v, %v", env, err)
+	}
+	c, _ := wxcrypto.New(wxcrypto.Safe, "cbtoken", wecomAESKey, corpA, wxcrypto.WithClock(clk.Now))
+	m, err := c.Open(q, body)
+	if err != nil || string(m.Body) != msg || !m.Encrypted || m.ToUserName != corpA {
+		t.Fatalf("Open = %+v, %v", m, err)
+	}
+	other, _ := wxcrypto.New(wxcrypto.Safe, "other", wecomAESKey, corpA, wxcrypto.WithClock(clk.Now))
+	if _, err := other.Open(q, body); err == nil {
+		t.Fatal("another token accepted the message")
+	}
+	for _, bad := range []struct{ token, key, corp string }{{"", wecomAESKey, corpA}, {"t", wecomAESKey, ""}, {"t", "short", corpA}} {
+		if q, b, err := w.CallbackMessage(bad.token, bad.key, bad.corp, 1, []byte(msg)); err == nil || q != nil || b != nil || !strings.HasPrefix(err.Error(), "wechattest: callback message: ") {
+			t.Errorf("CallbackMessage(%q, %q, %q) = %v, %q, %v", bad.token, bad.key, bad.corp, q, b, err)
+		}
+	}
+}
