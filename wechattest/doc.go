@@ -46,6 +46,23 @@
 //     GrantElsewhere plays another client that grants a token behind the
 //     code under test's back.
 //
+// # WeCom (企业微信)
+//
+// NewWeCom (and NewWeComServer) is a second fake, of qyapi.weixin.qq.com,
+// with WeCom's rules, which differ from the Official Account's: a corp has
+// apps, each with its own secret and token (a contacts-sync or
+// customer-contact secret is an app without AgentID); gettoken returns the
+// same token while it is valid (remaining expires_in) and a new one only
+// after it expired or was revoked (Revoke, RevokeAgent); gettoken and both
+// jsapi_tickets are rate-limited (45009; WithGetTokenLimit,
+// WithTicketLimit) and concurrency may be (45033; WithWeComMaxConcurrent);
+// the corp ticket comes from get_jsapi_ticket, the agent ticket from
+// ticket/get?type=agent_config with the app's own token; agent/get answers
+// 301002 to a token of another app. FailNext, SetLatency and a shared clock
+// (WithWeComClock) work as for the Official Account fake, and
+// CallbackURLCheck builds the encrypted URL check WeCom sends to a
+// callback URL. NewWeCom's documentation lists every path and errcode.
+//
 // Tokens and tickets are random (crypto/rand), URL-safe strings as long as
 // WeChat's (128 characters for tokens, 86 for tickets), unique per Fake.
 //

@@ -16,7 +16,7 @@ const (
 )
 
 // Fault is a way for a credential request to fail, injected with
-// Fake.FailNext. Build one with Busy, HTTPStatus, Malformed or Errcode; the
+// Fake.FailNext or WeCom.FailNext. Build one with Busy, HTTPStatus, Malformed or Errcode; the
 // zero Fault behaves as Busy().
 type Fault struct {
 	kind   faultKind

@@ -16,6 +16,14 @@
 //     16 random bytes + the message length in bytes (4 bytes, big-endian) +
 //     the message + the receiver ID (AppID or CorpID); base64 outside.
 //
+// # WeCom
+//
+// WeCom (企业微信) uses the same scheme with the CorpID as receiver ID: give
+// it to New. Its callback URL check differs from the Official Account's:
+// the echostr comes encrypted, covered by msg_signature, and must be
+// decrypted and echoed; VerifyWeComURL does that (VerifyURL too, in
+// compatible and safe mode, when the query carries msg_signature).
+//
 // # Modes
 //
 // Normal: messages are plaintext; only the query signature is checked.

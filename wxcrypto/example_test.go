@@ -230,3 +230,39 @@ func ExampleParseMode() {
 	// safe <nil>
 	// wxcrypto: parse mode: unknown encrypt mode "aes" (want normal, compatible or safe)
 }
+
+// WeCom's URL check with its own method: the handler of a callback URL
+// answers a GET with the decrypted echostr, and nothing else.
+func ExampleCrypto_VerifyWeComURL() {
+	// The sample was signed in 2014: judge it by the clock of then.
+	then := func() time.Time { return time.Unix(1409659589, 0) }
+	c, err := wxcrypto.New(wxcrypto.Safe, token, encodingAESKey, corpID, wxcrypto.WithClock(then))
+	if err != nil {
+		log.Fatal(err)
+	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		echo, err := c.VerifyWeComURL(q.Get("msg_signature"), q.Get("timestamp"), q.Get("nonce"), q.Get("echostr"))
+		if err != nil {
+			http.Error(w, "forbidden", http.StatusForbidden) // log err: it quotes no secret
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write(echo)
+	})
+
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/wecom?"+url.Values{
+		"msg_signature": {"5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3"},
+		"timestamp":     {"1409659589"},
+		"nonce":         {"263014780"},
+		"echostr":       {"P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ=="},
+	}.Encode(), nil))
+	fmt.Println(rec.Code, rec.Body.String())
+
+	_, err = c.VerifyWeComURL("5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3", "1409659589", "1", "P9nAzCzyDtyTWESHep1vC5X9xho/qYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp+4RPcs8TgAE7OaBO+FZXvnaqQ==")
+	fmt.Println(errors.Is(err, wxcrypto.ErrSignature))
+	// Output:
+	// 200 1616140317555161061
+	// true
+}

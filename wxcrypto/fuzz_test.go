@@ -139,3 +139,33 @@ func mustEnvT(t *testing.T, body []byte) Envelope {
 	}
 	return env
 }
+
+// FuzzVerifyWeComURL feeds arbitrary URL checks to VerifyWeComURL: every
+// failure wraps a sentinel, and nothing is accepted unless msg_signature
+// is the token's signature over the echostr (the fuzzer cannot forge
+// SHA-1), and what is accepted is what the echostr decrypts to. Seeds:
+// testdata/fuzz/FuzzVerifyWeComURL.
+func FuzzVerifyWeComURL(f *testing.F) {
+	f.Add(vecEchoSig, vecEchoTS, vecEchoNonce, vecEchoStr)
+	f.Add("", "", "", "")
+	f.Add(MsgSignature(testToken, vecEchoTS, vecEchoNonce, "AAAAAAAAAAAAAAAAAAAAAA=="), vecEchoTS, vecEchoNonce, "AAAAAAAAAAAAAAAAAAAAAA==")
+	f.Add(MsgSignature(testToken, "x", vecEchoNonce, vecEchoStr), "x", vecEchoNonce, vecEchoStr)
+	c := mustNew(f, Safe, testToken, testKey, testID, WithPrevious(otherToken, otherKey), WithMaxSkew(0))
+	sentinels := append([]error{ErrSignature, ErrStaleTimestamp, ErrNoKey, ErrTooLarge}, decryptSentinels...)
+	f.Fuzz(func(t *testing.T, sig, ts, nonce, echo string) {
+		got, err := c.VerifyWeComURL(sig, ts, nonce, echo)
+		if err != nil {
+			if got != nil || !isAny(err, sentinels...) || !strings.HasPrefix(err.Error(), "wxcrypto: verify WeCom URL: ") {
+				t.Fatalf("VerifyWeComURL = %q, %v", got, err)
+			}
+			return
+		}
+		if sig != MsgSignature(testToken, ts, nonce, echo) && sig != MsgSignature(otherToken, ts, nonce, echo) {
+			t.Fatalf("accepted an unsigned check %q %q %q", sig, ts, nonce)
+		}
+		want, err := c.Decrypt(echo)
+		if err != nil || !bytes.Equal(want, got) {
+			t.Fatalf("accepted %q, but Decrypt says %q, %v", got, want, err)
+		}
+	})
+}
