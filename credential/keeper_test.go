@@ -335,6 +335,8 @@ func BenchmarkKeeperGetHot(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		k.Get(ctx)
+		if _, err := k.Get(ctx); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -18,25 +18,34 @@ import (
 // AccessToken returns a valid access token of the app. When the local copy
 // is fresh it costs no lock, no allocation and no I/O.
 func (a *App) AccessToken(ctx context.Context) (string, error) {
-	item, err := a.keepers[AccessToken].Get(ctx)
+	item, err := a.get(ctx, AccessToken)
 	return item.Value, err
+}
+
+// get is the hot path of every getter: the Keeper's fresh copy, inlined.
+func (a *App) get(ctx context.Context, kind Kind) (store.Item, error) {
+	k := a.keepers[kind]
+	if item, ok := k.Fresh(); ok {
+		return item, nil
+	}
+	return k.Get(ctx)
 }
 
 // GetAccessToken returns a valid access token with its expiry.
 func (a *App) GetAccessToken(ctx context.Context) (store.Item, error) {
-	return a.keepers[AccessToken].Get(ctx)
+	return a.get(ctx, AccessToken)
 }
 
 // JSAPITicket returns a valid corp jsapi ticket (for wx.config).
 func (a *App) JSAPITicket(ctx context.Context) (string, error) {
-	item, err := a.keepers[JSAPITicket].Get(ctx)
+	item, err := a.get(ctx, JSAPITicket)
 	return item.Value, err
 }
 
 // AgentTicket returns a valid agent_config ticket of the app (for
 // wx.agentConfig); it needs WithAgentID.
 func (a *App) AgentTicket(ctx context.Context) (string, error) {
-	item, err := a.keepers[AgentTicket].Get(ctx)
+	item, err := a.get(ctx, AgentTicket)
 	return item.Value, err
 }
 
@@ -45,7 +54,7 @@ func (a *App) Credential(ctx context.Context, kind Kind) (store.Item, error) {
 	if !kind.valid() {
 		return store.Item{}, fmt.Errorf("wecom: unknown kind %d", int(kind))
 	}
-	return a.keepers[kind].Get(ctx)
+	return a.get(ctx, kind)
 }
 
 // Invalidate reports that WeCom rejected value, a credential of kind
