@@ -204,10 +204,8 @@ func (c *Conf) keeper(kind Kind) (*app, *credential.Keeper, error) {
 // A call that meets the Keeper of an app just switched away from goes on
 // with the new app's.
 func (c *Conf) get(ctx context.Context, kind Kind) (store.Item, error) {
-	if k := c.app.Load().keepers[kind]; k != nil {
-		if item, ok := k.Fresh(); ok {
-			return item, nil
-		}
+	if item, ok := c.app.Load().keepers[kind].Fresh(); ok {
+		return *item, nil
 	}
 	return c.getSlow(ctx, kind)
 }

@@ -12,7 +12,10 @@ import (
 // granting or loading one if needed. When the local copy is fresh it costs
 // no lock, no allocation and no I/O.
 func (c *Conf) AccessToken(ctx context.Context) (string, error) {
-	item, err := c.get(ctx, AccessToken)
+	if item, ok := c.app.Load().keepers[AccessToken].Fresh(); ok {
+		return item.Value, nil
+	}
+	item, err := c.getSlow(ctx, AccessToken)
 	return item.Value, err
 }
 

@@ -18,7 +18,10 @@ import (
 // AccessToken returns a valid access token of the app. When the local copy
 // is fresh it costs no lock, no allocation and no I/O.
 func (a *App) AccessToken(ctx context.Context) (string, error) {
-	item, err := a.get(ctx, AccessToken)
+	if item, ok := a.keepers[AccessToken].Fresh(); ok {
+		return item.Value, nil
+	}
+	item, err := a.keepers[AccessToken].Get(ctx)
 	return item.Value, err
 }
 
@@ -26,7 +29,7 @@ func (a *App) AccessToken(ctx context.Context) (string, error) {
 func (a *App) get(ctx context.Context, kind Kind) (store.Item, error) {
 	k := a.keepers[kind]
 	if item, ok := k.Fresh(); ok {
-		return item, nil
+		return *item, nil
 	}
 	return k.Get(ctx)
 }
