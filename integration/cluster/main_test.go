@@ -59,6 +59,7 @@ func TestCluster(t *testing.T) {
 			t.Run("slow-grant", func(t *testing.T) { testSlowGrant(t, b) })
 			t.Run("flood", func(t *testing.T) { testFlood(t, b) })
 			t.Run("poison", func(t *testing.T) { testPoison(t, b) })
+			t.Run("wecom", func(t *testing.T) { testWeCom(t, b) })
 			if b.d.Server != nil {
 				t.Run("outage", func(t *testing.T) { testOutage(t, b) })
 				t.Run("outage-rejections", func(t *testing.T) { testOutageRejections(t, b) })

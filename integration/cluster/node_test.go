@@ -16,13 +16,16 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/wechatconf/wechatconf/conf"
+	"github.com/wechatconf/wechatconf/credential"
 	"github.com/wechatconf/wechatconf/integration/backends"
 	"github.com/wechatconf/wechatconf/store"
 	"github.com/wechatconf/wechatconf/wechattest"
+	"github.com/wechatconf/wechatconf/wecom"
 )
 
 // nodeEnv carries a node's spec (JSON) to a child process; its presence
@@ -43,6 +46,10 @@ type nodeSpec struct {
 	// NoSpread turns the refresh spread off, so that every node's copy
 	// goes stale at the same instant (the herd).
 	NoSpread bool `json:"no_spread,omitempty"`
+	// CorpID makes the node a WeCom app (package wecom) of CorpID with
+	// AgentID and Secret, instead of an Official Account.
+	CorpID  string `json:"corp_id,omitempty"`
+	AgentID int64  `json:"agent_id,omitempty"`
 	// PrivateStore gives the node a store.NewMemory of its own instead of
 	// the shared backend: a misconfigured deployment, for checking that a
 	// suite notices one (every node then grants for itself).
@@ -140,9 +147,20 @@ type reply struct {
 
 // node runs commands against its Conf. handle never blocks for long: each
 // command runs in a goroutine of its own and emits its reply when done.
+// face is what the suites ask of a node's keeper of credentials: a
+// conf.Conf for an Official Account, a wecom.App for WeCom.
+type face interface {
+	GetAccessToken(ctx context.Context) (store.Item, error)
+	AccessToken(ctx context.Context) (string, error)
+	Do(ctx context.Context, fn func(token string) error) error
+	Close() error
+}
+
 type node struct {
-	name string
-	c    *conf.Conf
+	name  string
+	c     face
+	oa    *conf.Conf // nil for a WeCom node
+	agent int64      // a WeCom node's AgentID
 	api  string
 	hc   *http.Client
 	emit func(reply)
@@ -162,6 +180,9 @@ func newNode(spec nodeSpec, shared store.Store, emit func(reply)) (*node, error)
 	st := shared
 	if spec.PrivateStore {
 		st = store.NewMemory()
+	}
+	if spec.CorpID != "" {
+		return newWeComNode(n, spec, st)
 	}
 	opts := []conf.Option{
 		conf.WithAppID(spec.AppID, spec.Secret),
@@ -188,7 +209,32 @@ func newNode(spec nodeSpec, shared store.Store, emit func(reply)) (*node, error)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", spec.Name, err)
 	}
-	n.c = c
+	n.c, n.oa = c, c
+	return n, nil
+}
+
+// newWeComNode makes n a WeCom app.
+func newWeComNode(n *node, spec nodeSpec, st store.Store) (*node, error) {
+	pol := credential.Policy{Margin: spec.Margin, Reread: spec.Reread, LeaseTTL: spec.LeaseTTL}
+	if spec.NoSpread {
+		pol.Spread = -1
+	}
+	opts := []wecom.Option{
+		wecom.WithStore(st), wecom.WithBaseURLs(spec.APIBase), wecom.WithPolicy(pol),
+		wecom.WithObserver(func(e credential.Event) {
+			if e.Name == wecom.AccessToken.String() {
+				n.observe(conf.Event{Type: e.Type, Kind: conf.AccessToken})
+			}
+		}),
+	}
+	if spec.AgentID != 0 {
+		opts = append(opts, wecom.WithAgentID(spec.AgentID))
+	}
+	a, err := wecom.New(spec.CorpID, spec.Secret, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", spec.Name, err)
+	}
+	n.c, n.agent = a, spec.AgentID
 	return n, nil
 }
 
@@ -315,7 +361,10 @@ func (n *node) grant(cmd command) reply {
 	ctx, cancel := callCtx(cmd)
 	defer cancel()
 	t0 := time.Now()
-	r, err := n.c.GrantAccessToken(ctx)
+	if n.oa == nil {
+		return reply{Err: "grant: not an Official Account node"}
+	}
+	r, err := n.oa.GrantAccessToken(ctx)
 	if err != nil {
 		return reply{Err: err.Error()}
 	}
@@ -334,7 +383,11 @@ func (n *node) flood(cmd command) *loadStats {
 				ctx, cancel := context.WithDeadline(context.Background(), end.Add(replyGrace))
 				tok, err := n.c.AccessToken(ctx)
 				if err == nil {
-					_, err = n.c.Invalidate(ctx, conf.AccessToken, tok)
+					if n.oa == nil {
+						err = errors.New("flood: not an Official Account node")
+					} else {
+						_, err = n.oa.Invalidate(ctx, conf.AccessToken, tok)
+					}
 				}
 				cancel()
 				mu.Lock()
@@ -408,7 +461,12 @@ func (n *node) do(cmd command, release <-chan struct{}) []call {
 // protected makes WeChat's protected call with tok and returns its errcode;
 // an errcode becomes a *conf.APIError, which conf.Do recognises.
 func (n *node) protected(ctx context.Context, tok string) (int, error) {
-	u := n.api + wechattest.PathCallbackIP + "?access_token=" + url.QueryEscape(tok)
+	path := wechattest.PathCallbackIP
+	u := n.api + path + "?access_token=" + url.QueryEscape(tok)
+	if n.oa == nil { // WeCom: the app's own agent/get (301002 for another app's token)
+		path = wechattest.PathWeComAgentGet
+		u = n.api + path + "?access_token=" + url.QueryEscape(tok) + "&agentid=" + strconv.FormatInt(n.agent, 10)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return -1, fmt.Errorf("protected call: %w", err)
@@ -430,7 +488,11 @@ func (n *node) protected(ctx context.Context, tok string) (int, error) {
 		return -1, fmt.Errorf("protected call: HTTP %d: decode: %w", resp.StatusCode, err)
 	}
 	if body.Errcode != 0 {
-		return body.Errcode, &conf.APIError{Endpoint: wechattest.PathCallbackIP, Code: body.Errcode, Msg: body.Errmsg}
+		e := &conf.APIError{Endpoint: path, Code: body.Errcode, Msg: body.Errmsg}
+		if n.oa == nil {
+			e.Platform = wecom.Platform
+		}
+		return body.Errcode, e
 	}
 	return 0, nil
 }
