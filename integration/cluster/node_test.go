@@ -161,9 +161,9 @@ type node struct {
 	c     face
 	oa    *conf.Conf // nil for a WeCom node
 	agent int64      // a WeCom node's AgentID
-	api  string
-	hc   *http.Client
-	emit func(reply)
+	api   string
+	hc    *http.Client
+	emit  func(reply)
 
 	mu       sync.Mutex
 	ev       events
