@@ -21,15 +21,22 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/wechatconf/wechatconf/internal/secret"
 )
 
-// ErrNotFound is returned by Get when no item is stored under the key (or the
+// ErrNotFound is matched (with errors.Is) by the error Get returns when no item is stored under the key (or the
 // stored one has expired). Any other error from Get means the store could not
 // be read and must not be treated as a miss: callers that grant a new
 // credential on every outage burn WeChat's daily quota.
 var ErrNotFound = errors.New("store: not found")
 
-// ErrLocked is returned by Lock, at once and without waiting, when someone
+// ErrClosed is matched (with errors.Is) by the error of every operation on a
+// Store, and on its leases, after the Store's Close. Every backend in this
+// module uses it; a third-party store with a Close should too.
+var ErrClosed = errors.New("store: closed")
+
+// ErrLocked is matched (with errors.Is) by the error Lock returns, at once and without waiting, when someone
 // else holds a live lease on the key.
 var ErrLocked = errors.New("store: locked")
 
@@ -50,7 +57,7 @@ const MaxLifetime = 2 * time.Hour
 // before the writer's items look implausible to the reader.
 const ClockSlack = 5 * time.Minute
 
-// ErrLeaseLost is returned by Extender.Extend when the lease expired and is
+// ErrLeaseLost is matched (with errors.Is) by the error of Extender.Extend when the lease expired and is
 // no longer ours (it may now belong to someone else).
 var ErrLeaseLost = errors.New("store: lease lost")
 
@@ -90,7 +97,7 @@ func (i Item) Newer(other Item) bool { return i.ExpiresAt.After(other.ExpiresAt)
 
 // String describes the item without revealing its value.
 func (i Item) String() string {
-	return fmt.Sprintf("store.Item{Value:%s ExpiresAt:%s}", Redact(i.Value), i.ExpiresAt.UTC().Format(time.RFC3339))
+	return fmt.Sprintf("store.Item{Value:%s ExpiresAt:%s}", secret.Redact(i.Value), i.ExpiresAt.UTC().Format(time.RFC3339))
 }
 
 // GoString is like String, so that %#v does not reveal the value either.
@@ -99,18 +106,9 @@ func (i Item) GoString() string { return i.String() }
 // LogValue implements slog.LogValuer without revealing the value.
 func (i Item) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("value", Redact(i.Value)),
+		slog.String("value", secret.Redact(i.Value)),
 		slog.Time("expires_at", i.ExpiresAt),
 	)
-}
-
-// Redact returns a placeholder that tells whether s is empty and how long it
-// is, but nothing of its content. Use it wherever a secret might be printed.
-func Redact(s string) string {
-	if s == "" {
-		return `""`
-	}
-	return fmt.Sprintf("<redacted %d bytes>", len(s))
 }
 
 // Store shares credentials between nodes. Implementations must be safe for

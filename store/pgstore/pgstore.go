@@ -12,7 +12,7 @@
 // racing can never leave the older grant in place. The lease is a row whose
 // expiry comes from the database clock (clock_timestamp()), so nodes with
 // skewed clocks agree on when it ends; taking it over bumps a fence counter
-// (Lease.Fence). It is not a session advisory lock: a pool hands the
+// in the row (kept for inspection; no Go API reads it). It is not a session advisory lock: a pool hands the
 // connection, and such a lock with it, to someone else.
 //
 // With WithNotify, Set also sends a NOTIFY and Watch listens on one
@@ -39,6 +39,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -67,9 +68,6 @@ var ErrNotMigrated = errors.New("table does not exist (call Migrate, or drop Wit
 // nothing would tell it about Sets made by other nodes, so callers should
 // poll instead.
 var ErrNotifyOff = errors.New("watch needs LISTEN/NOTIFY: create the store with WithNotify")
-
-// ErrClosed is returned by every operation on a Store after Close.
-var ErrClosed = errors.New("store is closed")
 
 // tableName is what WithTable accepts: a plain lower-case identifier, short
 // enough that the "_leases" table and the NOTIFY channel name fit in
@@ -117,9 +115,9 @@ func WithoutAutoMigrate() Option { return func(c *config) { c.noMigr = true } }
 // a session of its own) and starts one goroutine; Close ends both.
 func WithNotify() Option { return func(c *config) { c.notify = true } }
 
-// Store is a store.Store over a pgxpool.Pool. Its leases implement
-// store.Extender and report a fence number; with WithNotify it is also a
-// working store.Watcher. It is safe for concurrent use.
+// Store is a store.Store over a pgxpool.Pool. It implements io.Closer, its
+// leases implement store.Extender, and with WithNotify it is also a working
+// store.Watcher. It is safe for concurrent use.
 type Store struct {
 	pool   *pgxpool.Pool
 	table  string
@@ -147,6 +145,7 @@ type Store struct {
 var (
 	_ store.Store   = (*Store)(nil)
 	_ store.Watcher = (*Store)(nil)
+	_ io.Closer     = (*Store)(nil)
 )
 
 // statements are built once, from the validated, quoted table names.
@@ -202,7 +201,8 @@ WHERE key = $1 AND owner = $2 AND expires_at > clock_timestamp() AND isfinite(ex
 
 // New returns a Store that keeps its rows in pool's database. The caller
 // keeps ownership of pool: Close does not close it. Unless
-// WithoutAutoMigrate is given, the tables are created on first use.
+// WithoutAutoMigrate is given, the tables are created on first use. A nil
+// pool, or an option given a bad value, is an error naming what was wrong.
 func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("pgstore: New: pool is nil")
@@ -232,9 +232,6 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	}, nil
 }
 
-// Table returns the name of the items table.
-func (s *Store) Table() string { return s.table }
-
 // Migrate creates the items and leases tables if they do not exist. It is
 // idempotent and safe to run from many nodes at once (a transaction-scoped
 // advisory lock serialises the CREATE statements, which PostgreSQL does not
@@ -247,7 +244,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return fmt.Errorf("pgstore: migrate %s: %w", s.table, err)
 	}
 	if s.closed.Load() {
-		return fmt.Errorf("pgstore: migrate %s: %w", s.table, ErrClosed)
+		return fmt.Errorf("pgstore: migrate %s: %w", s.table, store.ErrClosed)
 	}
 	if err := s.migrate(ctx); err != nil {
 		return fmt.Errorf("pgstore: migrate %s: %w", s.table, err)
@@ -292,8 +289,10 @@ func (s *Store) ensure(ctx context.Context) error {
 }
 
 // Close stops the LISTEN goroutine and its connection (if Watch started
-// them) and closes every Watch channel. It does not close the pool. Later
-// operations fail with ErrClosed. Close is idempotent.
+// them: they are the Store's) and closes every Watch channel. It does not
+// close the pool, which stays the caller's. Later operations, on the Store
+// and on its leases, fail with an error matching store.ErrClosed. Close is
+// idempotent and returns nil.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
@@ -330,7 +329,7 @@ func (s *Store) begin(ctx context.Context, op, key string) error {
 		return opErr(op, key, err)
 	}
 	if s.closed.Load() {
-		return opErr(op, key, ErrClosed)
+		return opErr(op, key, store.ErrClosed)
 	}
 	if key == "" {
 		return opErr(op, key, errors.New("key is empty"))
@@ -424,7 +423,7 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 	if ttl <= 0 {
 		return nil, opErr("lock", key, fmt.Errorf("ttl %v is not positive", ttl))
 	}
-	l := &Lease{s: s, key: key, owner: make([]byte, 16)}
+	l := &lease{s: s, key: key, owner: make([]byte, 16)}
 	if _, err := rand.Read(l.owner); err != nil {
 		return nil, opErr("lock", key, fmt.Errorf("random owner: %w", err))
 	}
@@ -438,30 +437,24 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 	return l, nil
 }
 
-// Lease is a lease row taken by Store.Lock. It implements store.Lease and
+// lease is a lease row taken by Store.Lock. It implements store.Lease and
 // store.Extender.
-type Lease struct {
+type lease struct {
 	s     *Store
 	key   string
 	owner []byte
-	fence int64
+	fence int64 // the row's fence when we took it (tests read it)
 }
 
 var (
-	_ store.Lease    = (*Lease)(nil)
-	_ store.Extender = (*Lease)(nil)
+	_ store.Lease    = (*lease)(nil)
+	_ store.Extender = (*lease)(nil)
 )
-
-// Fence returns the lease's fencing number: it grows by one each time the
-// lease on this key changes hands, so that a resource guarded by the lease
-// can refuse a writer whose number is lower than one it has already seen
-// (a holder that paused past its ttl).
-func (l *Lease) Fence() int64 { return l.fence }
 
 // Unlock ends the lease if the row still has our owner value; a lease that
 // expired and was taken over is left to its new holder. Unlock is
 // idempotent.
-func (l *Lease) Unlock(ctx context.Context) error {
+func (l *lease) Unlock(ctx context.Context) error {
 	if err := l.s.begin(ctx, "unlock", l.key); err != nil {
 		return err
 	}
@@ -473,7 +466,7 @@ func (l *Lease) Unlock(ctx context.Context) error {
 
 // Extend gives the lease ttl more time from the database's now if it is
 // still ours and live, or returns an error matching store.ErrLeaseLost.
-func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
+func (l *lease) Extend(ctx context.Context, ttl time.Duration) error {
 	if err := l.s.begin(ctx, "extend", l.key); err != nil {
 		return err
 	}
@@ -491,6 +484,6 @@ func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
 }
 
 // String describes the lease without its owner value.
-func (l *Lease) String() string {
-	return fmt.Sprintf("pgstore.Lease{key:%q fence:%d}", l.key, l.fence)
+func (l *lease) String() string {
+	return fmt.Sprintf("pgstore.lease{key:%q fence:%d}", l.key, l.fence)
 }
