@@ -5,9 +5,11 @@
 //	storetest.Run(t, func(t *testing.T) store.Store { return newStoreOnFreshPrefix(t) })
 //
 // Run's subtests are grouped (Item, NewerWins, Lease, Watch, Context,
-// Concurrency, Broken, BadData); inside a group they run in parallel, each on a store
-// of its own from newStore. A failure message starts with the contract rule
-// that was broken.
+// Concurrency, Broken, BadData, Shape), one file per group (items.go,
+// newerwins.go, leases.go, watch.go, context.go, concurrency.go, broken.go,
+// baddata.go, shape.go), so that a store author finds a failing case by its
+// name; inside a group they run in parallel, each on a store of its own from
+// newStore. A failure message starts with the contract rule that was broken.
 //
 // A backend over a server should also pass WithPeer (a second client on the
 // same namespace, so that leases, newer-wins and watches are proven across
@@ -173,6 +175,7 @@ var groups = []struct {
 		{"ErrorsAreNotMisses", testBroken},
 	}},
 	{"BadData", badDataCases},
+	{"Shape", shapeCases},
 }
 
 // Keys in the form package conf uses, braces and colons included.
