@@ -274,8 +274,8 @@ func pgSSLMode(conn string) string {
 	}
 	pairs, _, _ := parseDSN(conn)
 	for _, p := range pairs {
-		if p.key == "sslmode" {
-			return p.value
+		if p.Key == "sslmode" {
+			return p.Value
 		}
 	}
 	return ""
@@ -357,7 +357,13 @@ func (sp *storeSpec) openRedis(ctx context.Context, raw string) (store.Store, fu
 		c.Close()
 		return nil, nil, fmt.Errorf("store %s unreachable: %s", sp.desc, libError(err, raw))
 	}
-	return redisstore.New(c), c.Close, nil
+	s, err := redisstore.New(c)
+	if err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("store %s: %w", sp.desc, err)
+	}
+	// The Store ends its watches; the client is ours to close.
+	return s, func() error { s.Close(); return c.Close() }, nil
 }
 
 func (sp *storeSpec) openMemcache(raw string) (store.Store, func() error, error) {
@@ -372,7 +378,12 @@ func (sp *storeSpec) openMemcache(raw string) (store.Store, func() error, error)
 		c.Close()
 		return nil, nil, fmt.Errorf("store %s unreachable: %s", sp.desc, libError(err, raw))
 	}
-	return memcachestore.New(c), c.Close, nil
+	s, err := memcachestore.New(c)
+	if err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("store %s: %w", sp.desc, err)
+	}
+	return s, func() error { s.Close(); return c.Close() }, nil
 }
 
 func (sp *storeSpec) openPostgres(ctx context.Context, raw string) (store.Store, func() error, error) {

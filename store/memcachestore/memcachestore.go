@@ -61,6 +61,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -104,12 +105,17 @@ var ErrContention = errors.New("too many concurrent writers")
 
 // Store is a store.Store backed by memcached. It also implements io.Closer,
 // and its leases implement store.Extender. It holds no resources of its
-// own: the client is the caller's, and Close does not close it. It is safe
-// for concurrent use.
+// own: a client given to New is the caller's, and Close does not close it.
+// It is safe for concurrent use.
 type Store struct {
 	c      *memcache.Client
 	prefix string
 	closed atomic.Bool
+
+	// closeClient, set when store.Open made the client, closes it.
+	closeClient func() error
+	closeOnce   sync.Once
+	closeErr    error
 
 	// beforeWrite, when set (by tests only), runs between a gets and the
 	// add or cas that follows, where another writer may step in.
@@ -154,11 +160,19 @@ func New(c *memcache.Client, opts ...Option) (*Store, error) {
 }
 
 // Close makes every later operation, on the Store and on its leases, fail
-// with an error matching store.ErrClosed. It does not close the client,
-// which stays the caller's. Close is idempotent and returns nil.
+// with an error matching store.ErrClosed. It does not close a client given
+// to New, which stays the caller's; a Store from store.Open closes the
+// client it made. Close is idempotent.
 func (s *Store) Close() error {
-	s.closed.Store(true)
-	return nil
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		if s.closeClient != nil {
+			if err := s.closeClient(); err != nil {
+				s.closeErr = fmt.Errorf("memcachestore: close: %w", err)
+			}
+		}
+	})
+	return s.closeErr
 }
 
 var (

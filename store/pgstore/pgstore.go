@@ -140,6 +140,8 @@ type Store struct {
 
 	wmu      sync.Mutex
 	watchers map[string]map[*watcher]struct{}
+
+	closePool func() // set when store.Open made the pool
 }
 
 var (
@@ -290,7 +292,8 @@ func (s *Store) ensure(ctx context.Context) error {
 
 // Close stops the LISTEN goroutine and its connection (if Watch started
 // them: they are the Store's) and closes every Watch channel. It does not
-// close the pool, which stays the caller's. Later operations, on the Store
+// close a pool given to New, which stays the caller's; a Store from
+// store.Open closes the pool it made. Later operations, on the Store
 // and on its leases, fail with an error matching store.ErrClosed. Close is
 // idempotent and returns nil.
 func (s *Store) Close() error {
@@ -312,6 +315,9 @@ func (s *Store) Close() error {
 		}
 		s.watchers = make(map[string]map[*watcher]struct{})
 		s.wmu.Unlock()
+		if s.closePool != nil {
+			s.closePool()
+		}
 	})
 	return nil
 }

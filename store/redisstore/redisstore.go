@@ -96,6 +96,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -128,6 +129,11 @@ type Store struct {
 	closed atomic.Bool
 	done   context.Context // cancelled by Close: ends every Watch
 	stop   context.CancelFunc
+
+	// closeClient, set when store.Open made the client, closes it.
+	closeClient func() error
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 // Option configures New.
@@ -184,12 +190,20 @@ func New(c redis.UniversalClient, opts ...Option) (*Store, error) {
 
 // Close ends every Watch (their channels are closed) and makes every later
 // operation, on the Store and on its leases, fail with an error matching
-// store.ErrClosed. It does not close the client, which stays the caller's.
-// Close is idempotent and returns nil.
+// store.ErrClosed. It does not close a client given to New, which stays the
+// caller's; a Store from store.Open closes the client it made. Close is
+// idempotent.
 func (s *Store) Close() error {
-	s.closed.Store(true)
-	s.stop()
-	return nil
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.stop()
+		if s.closeClient != nil {
+			if err := s.closeClient(); err != nil {
+				s.closeErr = fmt.Errorf("redisstore: close: %w", err)
+			}
+		}
+	})
+	return s.closeErr
 }
 
 // begin checks what every operation checks before it reaches Redis.
