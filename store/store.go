@@ -12,7 +12,35 @@
 // Backends may prepend a prefix of their own and keep their lease records
 // beside the items, under a name derived from the key.
 //
-// Every Store must pass storetest.Run.
+// # The shape of a backend
+//
+// Every backend in this module (redisstore, memcachestore, pgstore,
+// boltstore) looks the same, and a third-party one should too:
+//
+//	func New(client C, opts ...Option) (*Store, error) // a nil client is an error naming the package
+//	type Option func(*config)                          // functional options, config unexported
+//	func (s *Store) Close() error                      // io.Closer: idempotent
+//
+// The client belongs to the caller, who closes it: New does not dial and
+// Close does not close it; Close ends only what the Store itself started
+// (watch subscriptions, a LISTEN connection, a file Open opened, a client
+// that Open made). After Close every operation, on the Store and on its
+// leases, fails with an error matching ErrClosed. Lease types are
+// unexported: a Lease is used through the Lease and Extender interfaces.
+//
+// Every error is an *OpError whose message starts with the package's name
+// and says the op and the key (redisstore: get "{wx1}:access_token": ...),
+// and a miss, a held lease, a closed store and an undecodable record still
+// match ErrNotFound, ErrLocked, ErrClosed and ErrMalformed with errors.Is.
+//
+// # Opening a store by URL
+//
+// Backends register their URL schemes with Register when imported, and Open
+// opens a store by URL, the way database/sql drivers and sql.Open do; the
+// wechatconf command takes any registered scheme in --store.
+//
+// Every Store must pass storetest.Run, which checks the shape above as far
+// as the Store interface lets it see.
 package store
 
 import (
@@ -114,8 +142,9 @@ func (i Item) LogValue() slog.Value {
 // Store shares credentials between nodes. Implementations must be safe for
 // concurrent use.
 type Store interface {
-	// Get returns the item under key, or ErrNotFound when there is none or
-	// the stored one has expired. Any other error is an outage.
+	// Get returns the item under key, or an error matching ErrNotFound (an
+	// *OpError) when there is none or the stored one has expired. Any
+	// other error is an outage.
 	Get(ctx context.Context, key string) (Item, error)
 
 	// Set stores item under key unless the stored item expires later (the
@@ -131,9 +160,10 @@ type Store interface {
 	// and a stored record that cannot be decoded (see ErrMalformed).
 	Set(ctx context.Context, key string, item Item) error
 
-	// Lock takes a lease on key for ttl, or returns ErrLocked at once when
-	// someone else holds a live lease. The lease lives apart from the item
-	// under the same key. A holder that crashes blocks no one past ttl.
+	// Lock takes a lease on key for ttl, or returns an error matching
+	// ErrLocked (an *OpError) at once when someone else holds a live
+	// lease. The lease lives apart from the item under the same key. A
+	// holder that crashes blocks no one past ttl.
 	Lock(ctx context.Context, key string, ttl time.Duration) (Lease, error)
 }
 
