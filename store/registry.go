@@ -58,7 +58,8 @@ func Register(scheme string, open OpenFunc) {
 	registry.m[scheme] = open
 }
 
-// Schemes returns the registered URL schemes, sorted.
+// Schemes returns the registered URL schemes, in lower case and sorted: what
+// Open takes, for a usage message or a check before Open.
 func Schemes() []string {
 	registry.mu.RLock()
 	defer registry.mu.RUnlock()
@@ -68,19 +69,6 @@ func Schemes() []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// Registered reports whether a store URL's scheme has an opener: whether
-// Open would try it rather than refuse it as unknown.
-func Registered(rawURL string) bool {
-	scheme, _, ok := secret.SplitScheme(rawURL)
-	if !ok {
-		return false
-	}
-	registry.mu.RLock()
-	defer registry.mu.RUnlock()
-	_, ok = registry.m[scheme]
-	return ok
 }
 
 // Open opens the store that rawURL names, with the opener registered for

@@ -79,10 +79,14 @@ var ErrMalformed = errors.New("store: malformed record")
 // MaxLifetime is the longest lifetime WeChat grants any credential: access
 // tokens (classic and stable), jsapi and card tickets, WeCom tokens and
 // tickets, Open Platform component and authorizer tokens all last 7200 s.
+// It is exported for backends, ours and third parties', which bound what
+// Set trusts with it (see Item.Plausible).
 const MaxLifetime = 2 * time.Hour
 
 // ClockSlack is how far ahead of a reader's clock a writer's clock may run
-// before the writer's items look implausible to the reader.
+// before the writer's items look implausible to the reader. Like
+// MaxLifetime, it is exported for backends that check plausibility in the
+// server (a Lua script, a SQL WHERE clause).
 const ClockSlack = 5 * time.Minute
 
 // ErrLeaseLost is matched (with errors.Is) by the error of Extender.Extend when the lease expired and is
@@ -200,7 +204,7 @@ type Watcher interface {
 // and still match with errors.Is.
 type OpError struct {
 	Backend string // the package that failed, e.g. "redisstore"
-	Op      string // get, set, lock, unlock, extend, watch
+	Op      string // get, set, lock, unlock, extend, watch (pgstore: migrate)
 	Key     string
 	Err     error
 }

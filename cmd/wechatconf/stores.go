@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -109,7 +110,7 @@ func storeScheme(raw string) (string, error) {
 	case "postgres", "postgresql":
 		return "postgres", nil
 	}
-	if store.Registered(raw) {
+	if slices.Contains(store.Schemes(), scheme) {
 		return schemeRegistry, nil
 	}
 	return "", usagef("unknown store scheme %q (want %s)", scheme, wantSchemes())

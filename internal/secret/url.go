@@ -274,7 +274,12 @@ func storeSecrets(raw string) []string {
 			}
 		}
 		if !ok {
-			add(strings.TrimSpace(rest[off:]))
+			tail := strings.TrimSpace(rest[off:])
+			add(tail)
+			// An unclosed quote: the value alone, as a parser may quote it.
+			if _, v, found := strings.Cut(tail, "="); found {
+				add(strings.Trim(strings.TrimSpace(v), "'"))
+			}
 		}
 	} else if at := strings.LastIndexByte(rest, '@'); at >= 0 {
 		add(rest[:at])

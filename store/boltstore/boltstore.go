@@ -41,6 +41,8 @@ import (
 const backend = "boltstore"
 
 // DefaultBucket is the top-level bucket used when WithBucket is not given.
+// It is exported for programs that read the file with bbolt directly (a
+// backup check, another bucket beside ours).
 const DefaultBucket = "wechatconf"
 
 // DefaultTimeout is how long Open waits for bbolt's file lock when

@@ -56,7 +56,9 @@ import (
 const backend = "pgstore"
 
 // DefaultTable is the items table used when WithTable is not given; the
-// leases table is named after it with a "_leases" suffix.
+// leases table is named after it with a "_leases" suffix. It is exported for
+// the DBA who grants the privileges or runs Migrate's SQL by hand (see
+// WithoutAutoMigrate), and for stores from store.Open, which use it.
 const DefaultTable = "wechatconf"
 
 // ErrNotMigrated is wrapped in the error of an operation that found its
@@ -239,17 +241,18 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 // advisory lock serialises the CREATE statements, which PostgreSQL does not
 // make race-free by itself).
 func (s *Store) Migrate(ctx context.Context) error {
+	// An *OpError like every other, its Key the table's name.
 	if ctx == nil {
-		return errors.New("pgstore: migrate: nil context")
+		return opErr("migrate", s.table, errors.New("nil context"))
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("pgstore: migrate %s: %w", s.table, err)
+		return opErr("migrate", s.table, err)
 	}
 	if s.closed.Load() {
-		return fmt.Errorf("pgstore: migrate %s: %w", s.table, store.ErrClosed)
+		return opErr("migrate", s.table, store.ErrClosed)
 	}
 	if err := s.migrate(ctx); err != nil {
-		return fmt.Errorf("pgstore: migrate %s: %w", s.table, err)
+		return opErr("migrate", s.table, err)
 	}
 	return nil
 }

@@ -110,6 +110,9 @@ import (
 const backend = "redisstore"
 
 // DefaultPrefix is prepended to every key unless WithPrefix says otherwise.
+// It is exported so that operators can find the records (and, in Redis
+// Cluster, compute their slot) of a store made without WithPrefix, such as
+// one from store.Open.
 const DefaultPrefix = "wechatconf:"
 
 // lockSuffix names a key's lease record, beside the item.
