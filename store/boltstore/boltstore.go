@@ -17,6 +17,10 @@
 // exclusive between the goroutines of this process; it also survives a
 // restart until its ttl runs out.
 //
+// Who closes the file: a Store from Open (or store.Open with bolt:PATH)
+// owns it and closes it in Close; a *bbolt.DB given to New stays the
+// caller's, who closes it after the Store.
+//
 // Items and leases live in two nested buckets, "items" and "leases", under
 // the bucket chosen with WithBucket. Expired items are dropped lazily, when a
 // Set on the same key finds them.

@@ -3,7 +3,9 @@
 // and one node at a time grants a new one.
 //
 // It takes the *memcache.Client (github.com/bradfitz/gomemcache) the
-// application already has.
+// application already has. The client stays the caller's, who closes it:
+// Store.Close only stops the Store. (A Store from store.Open, memcache://...,
+// made its client and closes it.)
 //
 // What is stored, and why:
 //

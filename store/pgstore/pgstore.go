@@ -2,6 +2,11 @@
 // deployments that already run it: every node reads the same token, and a
 // lease row makes sure one node at a time asks WeChat for a new one.
 //
+// The pool is the caller's, who closes it after the Store: Store.Close ends
+// only what the Store started (the LISTEN connection it took out of the pool
+// and its goroutine). A Store from store.Open (postgres://...) made its pool
+// and closes it.
+//
 // Two tables hold the data, both created by Migrate (explicitly, or on first
 // use unless WithoutAutoMigrate is given):
 //

@@ -3,7 +3,10 @@
 // node at a time grants a new one.
 //
 // It takes the client the application already has: a redis.UniversalClient
-// covers a single server, Sentinel and Cluster alike.
+// covers a single server, Sentinel and Cluster alike. The client stays the
+// caller's, who closes it after the Store: New does not dial it, and
+// Store.Close ends only the Store's own watches. (A Store from store.Open,
+// redis://... and the like, made its client and closes it: see open.go.)
 //
 // What is stored, and why:
 //
