@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/wechatconf/wechatconf/internal/testserver"
 	"github.com/wechatconf/wechatconf/store"
+	"github.com/wechatconf/wechatconf/store/redisstore"
 )
 
 // TestOpen checks the URL forms that importing redisstore registers with
@@ -76,6 +79,18 @@ func TestOpenRefuses(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), pw) {
 			t.Errorf("store.Open error reveals the password: %v", err)
+		}
+	}
+}
+
+func TestNewRefusesNilClient(t *testing.T) {
+	for name, c := range map[string]redis.UniversalClient{
+		"nil":                nil,
+		"nil *redis.Client":  (*redis.Client)(nil),
+		"nil *ClusterClient": (*redis.ClusterClient)(nil),
+	} {
+		if _, err := redisstore.New(c); err == nil || !strings.HasPrefix(err.Error(), "redisstore: ") {
+			t.Errorf("New(%s): %v, want an error naming redisstore", name, err)
 		}
 	}
 }

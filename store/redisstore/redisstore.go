@@ -172,7 +172,7 @@ func WithChannelPrefix(p string) Option {
 // does not talk to Redis: an unreachable server shows in the first
 // operation's error. A nil c is an error.
 func New(c redis.UniversalClient, opts ...Option) (*Store, error) {
-	if c == nil {
+	if nilClient(c) {
 		return nil, errors.New("redisstore: New: client is nil")
 	}
 	cfg := config{prefix: DefaultPrefix}
@@ -192,6 +192,22 @@ func New(c redis.UniversalClient, opts ...Option) (*Store, error) {
 		done:     done,
 		stop:     stop,
 	}, nil
+}
+
+// nilClient reports whether c is nil, or a nil pointer of one of go-redis's
+// client types in a non-nil interface, which would panic at the first call.
+func nilClient(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case nil:
+		return true
+	case *redis.Client:
+		return c == nil
+	case *redis.ClusterClient:
+		return c == nil
+	case *redis.Ring:
+		return c == nil
+	}
+	return false
 }
 
 // Close ends every Watch (their channels are closed) and makes every later
