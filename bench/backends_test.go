@@ -86,7 +86,11 @@ func cluster(tb testing.TB, backend string) func() store.Store {
 	case "redis":
 		addr := server(tb, envRedis)
 		return func() store.Store {
-			return redisstore.New(redisClient(tb, addr))
+			s, err := redisstore.New(redisClient(tb, addr))
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return s
 		}
 	case "memcached":
 		addr := server(tb, envMemcached)
@@ -95,7 +99,11 @@ func cluster(tb testing.TB, backend string) func() store.Store {
 			c.MaxIdleConns = 64
 			c.Timeout = 2 * time.Second
 			tb.Cleanup(func() { c.Close() })
-			return memcachestore.New(c)
+			s, err := memcachestore.New(c)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return s
 		}
 	case "postgres":
 		dsn := server(tb, envPostgres)

@@ -69,6 +69,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wechatconf/wechatconf/internal/secret"
 	"github.com/wechatconf/wechatconf/internal/wxapi"
 	"github.com/wechatconf/wechatconf/store"
 )
@@ -322,7 +323,7 @@ func (c *Conf) LogValue() slog.Value {
 	)
 }
 
-func redact(s string) string { return store.Redact(s) }
+func redact(s string) string { return secret.Redact(s) }
 
 // Close ends every wait in progress and makes further calls fail with
 // ErrClosed. It waits for the refreshes in flight to end (they are

@@ -34,7 +34,7 @@ func ExampleNewMemory() {
 	// Output:
 	// TOKEN-2 <nil>
 	// first lock: <nil>
-	// second lock: store: locked true
+	// second lock: store: lock "{wx00000000000000a1}:access_token": store: locked true
 	// true
 }
 

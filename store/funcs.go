@@ -84,12 +84,12 @@ func (f *funcStore) Get(ctx context.Context, key string) (Item, error) {
 	item, err := f.read(ctx, key)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return Item{}, ErrNotFound
+			return Item{}, memErr("get", key, ErrNotFound)
 		}
 		return Item{}, memErr("get", key, err)
 	}
 	if !time.Now().Before(item.ExpiresAt) {
-		return Item{}, ErrNotFound
+		return Item{}, memErr("get", key, ErrNotFound)
 	}
 	return item, nil
 }

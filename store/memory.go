@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,10 +16,11 @@ import (
 // deterministic: it reads the clock through time.Now, so testing/synctest can
 // fake the passing of time.
 //
-// Memory implements Store, Watcher, and Extender on its leases. It starts no
-// goroutines of its own: expired items and leases are dropped lazily, when the
-// key is next used. Every method returns ctx's error at once when ctx is
-// already done.
+// Memory implements Store, Watcher, io.Closer, and Extender on its leases. It
+// starts no goroutines of its own: expired items and leases are dropped
+// lazily, when the key is next used. Every method returns ctx's error at
+// once when ctx is already done, and every error is a *OpError naming the
+// package "store".
 //
 // Nothing in a Memory is shared with other processes: two processes each with
 // a Memory may both grant a credential. Use a networked backend for that.
@@ -29,6 +31,7 @@ type Memory struct {
 	mu       sync.Mutex
 	items    map[string]Item
 	watchers map[string]map[chan struct{}]struct{}
+	closed   bool // guarded by mu
 
 	leases leaseTable
 }
@@ -67,13 +70,16 @@ func (m *Memory) Get(ctx context.Context, key string) (Item, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return Item{}, memErr("get", key, ErrClosed)
+	}
 	item, ok := m.items[key]
 	if !ok {
-		return Item{}, ErrNotFound
+		return Item{}, memErr("get", key, ErrNotFound)
 	}
 	if !time.Now().Before(item.ExpiresAt) {
 		delete(m.items, key)
-		return Item{}, ErrNotFound
+		return Item{}, memErr("get", key, ErrNotFound)
 	}
 	return item, nil
 }
@@ -97,6 +103,9 @@ func (m *Memory) Set(ctx context.Context, key string, item Item) error {
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return memErr("set", key, ErrClosed)
+	}
 	if cur, ok := m.items[key]; ok && cur.Plausible(now) && cur.Newer(item) {
 		return nil
 	}
@@ -130,6 +139,10 @@ func (m *Memory) Watch(ctx context.Context, key string) (<-chan struct{}, error)
 	}
 	ch := make(chan struct{}, 1)
 	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, memErr("watch", key, ErrClosed)
+	}
 	if m.watchers == nil {
 		m.watchers = make(map[string]map[chan struct{}]struct{})
 	}
@@ -147,6 +160,9 @@ func (m *Memory) Watch(ctx context.Context, key string) (<-chan struct{}, error)
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		set := m.watchers[key]
+		if _, ok := set[ch]; !ok {
+			return // Close has closed it
+		}
 		delete(set, ch)
 		if len(set) == 0 {
 			delete(m.watchers, key)
@@ -154,6 +170,26 @@ func (m *Memory) Watch(ctx context.Context, key string) (<-chan struct{}, error)
 		close(ch)
 	})
 	return ch, nil
+}
+
+// Close closes every Watch channel and makes every later operation, on the
+// Memory and on its leases, fail with an error matching ErrClosed. The items
+// are dropped. Close is idempotent and always returns nil.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	m.leases.closed.Store(true)
+	for _, set := range m.watchers {
+		for ch := range set {
+			close(ch)
+		}
+	}
+	m.watchers, m.items = nil, nil
+	return nil
 }
 
 // leaseTable is an in-process lease table, used by Memory and by the funcs
@@ -164,6 +200,8 @@ type leaseTable struct {
 	// next is the owner of the next lease: random at first use, then
 	// counted up, so owners are unpredictable and never repeat in a table.
 	next uint64
+	// closed is set by Memory.Close (the funcs adapter never closes).
+	closed atomic.Bool
 }
 
 type leaseRecord struct {
@@ -178,11 +216,14 @@ func (lt *leaseTable) lock(ctx context.Context, key string, ttl time.Duration) (
 	if ttl <= 0 {
 		return nil, memErr("lock", key, fmt.Errorf("ttl must be positive, got %v", ttl))
 	}
+	if lt.closed.Load() {
+		return nil, memErr("lock", key, ErrClosed)
+	}
 	now := time.Now()
 	lt.mu.Lock()
 	defer lt.mu.Unlock()
 	if rec, ok := lt.held[key]; ok && now.Before(rec.expires) {
-		return nil, ErrLocked
+		return nil, memErr("lock", key, ErrLocked)
 	}
 	if lt.held == nil {
 		lt.held = make(map[string]leaseRecord)
@@ -211,6 +252,9 @@ func (l *memLease) Unlock(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return memErr("unlock", l.key, err)
 	}
+	if l.table.closed.Load() {
+		return memErr("unlock", l.key, ErrClosed)
+	}
 	l.table.mu.Lock()
 	defer l.table.mu.Unlock()
 	if rec, ok := l.table.held[l.key]; ok && rec.owner == l.owner {
@@ -228,12 +272,15 @@ func (l *memLease) Extend(ctx context.Context, ttl time.Duration) error {
 	if ttl <= 0 {
 		return memErr("extend", l.key, fmt.Errorf("ttl must be positive, got %v", ttl))
 	}
+	if l.table.closed.Load() {
+		return memErr("extend", l.key, ErrClosed)
+	}
 	now := time.Now()
 	l.table.mu.Lock()
 	defer l.table.mu.Unlock()
 	rec, ok := l.table.held[l.key]
 	if !ok || rec.owner != l.owner || !now.Before(rec.expires) {
-		return ErrLeaseLost
+		return memErr("extend", l.key, ErrLeaseLost)
 	}
 	rec.expires = now.Add(ttl)
 	l.table.held[l.key] = rec

@@ -12,7 +12,35 @@
 // Backends may prepend a prefix of their own and keep their lease records
 // beside the items, under a name derived from the key.
 //
-// Every Store must pass storetest.Run.
+// # The shape of a backend
+//
+// Every backend in this module (redisstore, memcachestore, pgstore,
+// boltstore) looks the same, and a third-party one should too:
+//
+//	func New(client C, opts ...Option) (*Store, error) // a nil client is an error naming the package
+//	type Option func(*config)                          // functional options, config unexported
+//	func (s *Store) Close() error                      // io.Closer: idempotent
+//
+// The client belongs to the caller, who closes it: New does not dial and
+// Close does not close it; Close ends only what the Store itself started
+// (watch subscriptions, a LISTEN connection, a file Open opened, a client
+// that Open made). After Close every operation, on the Store and on its
+// leases, fails with an error matching ErrClosed. Lease types are
+// unexported: a Lease is used through the Lease and Extender interfaces.
+//
+// Every error is an *OpError whose message starts with the package's name
+// and says the op and the key (redisstore: get "{wx1}:access_token": ...),
+// and a miss, a held lease, a closed store and an undecodable record still
+// match ErrNotFound, ErrLocked, ErrClosed and ErrMalformed with errors.Is.
+//
+// # Opening a store by URL
+//
+// Backends register their URL schemes with Register when imported, and Open
+// opens a store by URL, the way database/sql drivers and sql.Open do; the
+// wechatconf command takes any registered scheme in --store.
+//
+// Every Store must pass storetest.Run, which checks the shape above as far
+// as the Store interface lets it see.
 package store
 
 import (
@@ -21,15 +49,22 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/wechatconf/wechatconf/internal/secret"
 )
 
-// ErrNotFound is returned by Get when no item is stored under the key (or the
+// ErrNotFound is matched (with errors.Is) by the error Get returns when no item is stored under the key (or the
 // stored one has expired). Any other error from Get means the store could not
 // be read and must not be treated as a miss: callers that grant a new
 // credential on every outage burn WeChat's daily quota.
 var ErrNotFound = errors.New("store: not found")
 
-// ErrLocked is returned by Lock, at once and without waiting, when someone
+// ErrClosed is matched (with errors.Is) by the error of every operation on a
+// Store, and on its leases, after the Store's Close. Every backend in this
+// module uses it; a third-party store with a Close should too.
+var ErrClosed = errors.New("store: closed")
+
+// ErrLocked is matched (with errors.Is) by the error Lock returns, at once and without waiting, when someone
 // else holds a live lease on the key.
 var ErrLocked = errors.New("store: locked")
 
@@ -44,13 +79,17 @@ var ErrMalformed = errors.New("store: malformed record")
 // MaxLifetime is the longest lifetime WeChat grants any credential: access
 // tokens (classic and stable), jsapi and card tickets, WeCom tokens and
 // tickets, Open Platform component and authorizer tokens all last 7200 s.
+// It is exported for backends, ours and third parties', which bound what
+// Set trusts with it (see Item.Plausible).
 const MaxLifetime = 2 * time.Hour
 
 // ClockSlack is how far ahead of a reader's clock a writer's clock may run
-// before the writer's items look implausible to the reader.
+// before the writer's items look implausible to the reader. Like
+// MaxLifetime, it is exported for backends that check plausibility in the
+// server (a Lua script, a SQL WHERE clause).
 const ClockSlack = 5 * time.Minute
 
-// ErrLeaseLost is returned by Extender.Extend when the lease expired and is
+// ErrLeaseLost is matched (with errors.Is) by the error of Extender.Extend when the lease expired and is
 // no longer ours (it may now belong to someone else).
 var ErrLeaseLost = errors.New("store: lease lost")
 
@@ -90,7 +129,7 @@ func (i Item) Newer(other Item) bool { return i.ExpiresAt.After(other.ExpiresAt)
 
 // String describes the item without revealing its value.
 func (i Item) String() string {
-	return fmt.Sprintf("store.Item{Value:%s ExpiresAt:%s}", Redact(i.Value), i.ExpiresAt.UTC().Format(time.RFC3339))
+	return fmt.Sprintf("store.Item{Value:%s ExpiresAt:%s}", secret.Redact(i.Value), i.ExpiresAt.UTC().Format(time.RFC3339))
 }
 
 // GoString is like String, so that %#v does not reveal the value either.
@@ -99,25 +138,17 @@ func (i Item) GoString() string { return i.String() }
 // LogValue implements slog.LogValuer without revealing the value.
 func (i Item) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("value", Redact(i.Value)),
+		slog.String("value", secret.Redact(i.Value)),
 		slog.Time("expires_at", i.ExpiresAt),
 	)
-}
-
-// Redact returns a placeholder that tells whether s is empty and how long it
-// is, but nothing of its content. Use it wherever a secret might be printed.
-func Redact(s string) string {
-	if s == "" {
-		return `""`
-	}
-	return fmt.Sprintf("<redacted %d bytes>", len(s))
 }
 
 // Store shares credentials between nodes. Implementations must be safe for
 // concurrent use.
 type Store interface {
-	// Get returns the item under key, or ErrNotFound when there is none or
-	// the stored one has expired. Any other error is an outage.
+	// Get returns the item under key, or an error matching ErrNotFound (an
+	// *OpError) when there is none or the stored one has expired. Any
+	// other error is an outage.
 	Get(ctx context.Context, key string) (Item, error)
 
 	// Set stores item under key unless the stored item expires later (the
@@ -133,9 +164,10 @@ type Store interface {
 	// and a stored record that cannot be decoded (see ErrMalformed).
 	Set(ctx context.Context, key string, item Item) error
 
-	// Lock takes a lease on key for ttl, or returns ErrLocked at once when
-	// someone else holds a live lease. The lease lives apart from the item
-	// under the same key. A holder that crashes blocks no one past ttl.
+	// Lock takes a lease on key for ttl, or returns an error matching
+	// ErrLocked (an *OpError) at once when someone else holds a live
+	// lease. The lease lives apart from the item under the same key. A
+	// holder that crashes blocks no one past ttl.
 	Lock(ctx context.Context, key string, ttl time.Duration) (Lease, error)
 }
 
@@ -172,7 +204,7 @@ type Watcher interface {
 // and still match with errors.Is.
 type OpError struct {
 	Backend string // the package that failed, e.g. "redisstore"
-	Op      string // get, set, lock, unlock, extend, watch
+	Op      string // get, set, lock, unlock, extend, watch (pgstore: migrate)
 	Key     string
 	Err     error
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,8 +37,37 @@ const (
 	memcacheIdleConns = 32
 )
 
-// storeSchemes lists the accepted forms for error messages.
+// storeSchemes lists the built-in forms for error messages.
 const storeSchemes = "memory:, bolt:PATH, redis://, rediss://, redis+cluster://, redis+sentinel://, memcache://HOST:PORT, postgres://, postgres:KEY=VALUE..."
+
+// builtinSchemes are the schemes the command parses itself: their forms are
+// checked completely before anything is dialled, and insecure choices are
+// warned about. Any other scheme registered with store.Register (by a
+// backend this binary links in: see backends.go) is opened by store.Open.
+var builtinSchemes = map[string]bool{
+	"memory": true, "bolt": true, "memcache": true, "postgres": true, "postgresql": true,
+	"redis": true, "rediss": true, "redis+cluster": true, "rediss+cluster": true,
+	"redis+sentinel": true, "rediss+sentinel": true,
+}
+
+// schemeRegistry is the storeSpec.scheme of a location opened by
+// store.Open.
+const schemeRegistry = "registry"
+
+// wantSchemes is storeSchemes plus the schemes registered by backends
+// beyond the built-in ones, for error messages.
+func wantSchemes() string {
+	var extra []string
+	for _, sc := range store.Schemes() {
+		if !builtinSchemes[sc] {
+			extra = append(extra, sc+":")
+		}
+	}
+	if len(extra) == 0 {
+		return storeSchemes
+	}
+	return storeSchemes + ", " + strings.Join(extra, ", ")
+}
 
 // Kinds of Redis deployment.
 const (
@@ -67,9 +98,9 @@ func storeScheme(raw string) (string, error) {
 	scheme, _, ok := splitScheme(raw)
 	if !ok {
 		if strings.Contains(raw, "=") {
-			return "", usagef("--store %s has no scheme: write a PostgreSQL key=value DSN as postgres:host=... (want %s)", redactURL(raw), storeSchemes)
+			return "", usagef("--store %s has no scheme: write a PostgreSQL key=value DSN as postgres:host=... (want %s)", redactURL(raw), wantSchemes())
 		}
-		return "", usagef("--store %q has no scheme (want %s)", redactURL(raw), storeSchemes)
+		return "", usagef("--store %q has no scheme (want %s)", redactURL(raw), wantSchemes())
 	}
 	switch scheme {
 	case "memory", "bolt", "memcache":
@@ -79,7 +110,10 @@ func storeScheme(raw string) (string, error) {
 	case "postgres", "postgresql":
 		return "postgres", nil
 	}
-	return "", usagef("unknown store scheme %q (want %s)", scheme, storeSchemes)
+	if slices.Contains(store.Schemes(), scheme) {
+		return schemeRegistry, nil
+	}
+	return "", usagef("unknown store scheme %q (want %s)", scheme, wantSchemes())
 }
 
 // parseStore checks a store location completely, without connecting, so
@@ -110,6 +144,8 @@ func parseStore(raw string) (*storeSpec, error) {
 		if err := sp.parsePostgres(raw, rest); err != nil {
 			return nil, err
 		}
+	case schemeRegistry:
+		// The backend's opener checks the rest, in open.
 	default:
 		sp.scheme = "redis"
 		if err := sp.parseRedis(raw, scheme); err != nil {
@@ -274,8 +310,8 @@ func pgSSLMode(conn string) string {
 	}
 	pairs, _, _ := parseDSN(conn)
 	for _, p := range pairs {
-		if p.key == "sslmode" {
-			return p.value
+		if p.Key == "sslmode" {
+			return p.Value
 		}
 	}
 	return ""
@@ -328,9 +364,26 @@ func (sp *storeSpec) open(ctx context.Context, raw string) (st store.Store, clos
 		return sp.openRedis(ctx, raw)
 	case "memcache":
 		return sp.openMemcache(raw)
+	case schemeRegistry:
+		return openRegistered(ctx, raw)
 	default:
 		return sp.openPostgres(ctx, raw)
 	}
+}
+
+// openRegistered opens a store of a scheme a linked-in backend registered
+// with store.Open, whose errors mask every secret of raw. The Store owns
+// what its opener made: closing it releases that.
+func openRegistered(ctx context.Context, raw string) (store.Store, func() error, error) {
+	s, err := store.Open(ctx, raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: %s", scrub(oneLine(err.Error()), raw))
+	}
+	closeFn := func() error { return nil }
+	if c, ok := s.(io.Closer); ok {
+		closeFn = c.Close
+	}
+	return s, closeFn, nil
 }
 
 func openBolt(path string) (store.Store, func() error, error) {
@@ -357,7 +410,13 @@ func (sp *storeSpec) openRedis(ctx context.Context, raw string) (store.Store, fu
 		c.Close()
 		return nil, nil, fmt.Errorf("store %s unreachable: %s", sp.desc, libError(err, raw))
 	}
-	return redisstore.New(c), c.Close, nil
+	s, err := redisstore.New(c)
+	if err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("store %s: %w", sp.desc, err)
+	}
+	// The Store ends its watches; the client is ours to close.
+	return s, func() error { s.Close(); return c.Close() }, nil
 }
 
 func (sp *storeSpec) openMemcache(raw string) (store.Store, func() error, error) {
@@ -372,7 +431,12 @@ func (sp *storeSpec) openMemcache(raw string) (store.Store, func() error, error)
 		c.Close()
 		return nil, nil, fmt.Errorf("store %s unreachable: %s", sp.desc, libError(err, raw))
 	}
-	return memcachestore.New(c), c.Close, nil
+	s, err := memcachestore.New(c)
+	if err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("store %s: %w", sp.desc, err)
+	}
+	return s, func() error { s.Close(); return c.Close() }, nil
 }
 
 func (sp *storeSpec) openPostgres(ctx context.Context, raw string) (store.Store, func() error, error) {

@@ -221,13 +221,23 @@ func OpenTarget(ctx context.Context, k Kind, target, namespace string) (store.St
 	switch k {
 	case Redis:
 		c := redis.NewClient(&redis.Options{Addr: target})
-		return redisstore.New(c, redisstore.WithPrefix(namespace)), c.Close, nil
+		s, err := redisstore.New(c, redisstore.WithPrefix(namespace))
+		if err != nil {
+			c.Close()
+			return nil, nil, fmt.Errorf("backends: %w", err)
+		}
+		return s, func() error { s.Close(); return c.Close() }, nil
 	case Memcached:
 		c := memcache.New(target)
 		// gomemcache's default of 500ms is short for a loaded CI machine
 		// running -race; an outage still fails within this bound.
 		c.Timeout = 3 * time.Second
-		return memcachestore.New(c, memcachestore.WithPrefix(namespace)), c.Close, nil
+		s, err := memcachestore.New(c, memcachestore.WithPrefix(namespace))
+		if err != nil {
+			c.Close()
+			return nil, nil, fmt.Errorf("backends: %w", err)
+		}
+		return s, func() error { s.Close(); return c.Close() }, nil
 	case Postgres:
 		cfg, err := pgxpool.ParseConfig(target)
 		if err != nil {

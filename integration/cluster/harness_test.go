@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/wechatconf/wechatconf/integration/backends"
-	"github.com/wechatconf/wechatconf/store"
+	"github.com/wechatconf/wechatconf/internal/secret"
 	"github.com/wechatconf/wechatconf/wechattest"
 )
 
@@ -414,7 +414,7 @@ func verdict(cs []call, want string, timeout time.Duration) (problems []string) 
 	}
 	if others > 0 {
 		problems = append(problems, fmt.Sprintf("%d of %d callers got a token other than %s (%d distinct tokens in all)",
-			others, len(cs), store.Redact(want), len(distinct)))
+			others, len(cs), secret.Redact(want), len(distinct)))
 	}
 	return problems
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wechatconf/wechatconf/store"
+	"github.com/wechatconf/wechatconf/internal/secret"
 	"github.com/wechatconf/wechatconf/wechattest"
 )
 
@@ -88,7 +88,7 @@ func checkRetry(c call, old, cur string) string {
 		return "fn's first call did not get the token every node held"
 	}
 	if c.Seen[1] != cur {
-		return fmt.Sprintf("fn's retry got %s, not the one new token %s", store.Redact(c.Seen[1]), store.Redact(cur))
+		return fmt.Sprintf("fn's retry got %s, not the one new token %s", secret.Redact(c.Seen[1]), secret.Redact(cur))
 	}
 	if len(c.Codes) != 2 || c.Codes[0] != wechattest.CodeInvalidCredential || c.Codes[1] != 0 {
 		return fmt.Sprintf("errcodes %v, want [%d 0]", c.Codes, wechattest.CodeInvalidCredential)

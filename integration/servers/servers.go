@@ -2,6 +2,14 @@
 // the integration suites run against, each in its own Docker container started
 // with testcontainers-go and removed by t.Cleanup.
 //
+// The root module's internal/testserver starts the same three servers as
+// plain processes from Debian's packages. Both exist on purpose: that one
+// lets the unit tests run with no Docker and no testcontainers in the root
+// module's go.sum; this one gives the integration suites containers, which
+// can be paused (a hung server that keeps its connections, not a refused
+// dial), stopped and started on the same address, and run the images a
+// deployment runs, for fault injection across many nodes.
+//
 // # Images
 //
 // The image of each server comes from an environment variable, defaulting to

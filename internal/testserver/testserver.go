@@ -6,6 +6,19 @@
 //
 // When a binary is missing the test is skipped, except under CI=true, where a
 // missing server is a failure: a skip must never hide an untested backend.
+//
+// # Why integration/servers exists too
+//
+// integration/servers starts the same three servers, in Docker containers.
+// Both stay, on purpose: this package serves the root module's unit tests
+// (go test ./... in the root), which must run on a machine with the Debian
+// packages and no Docker, in a few seconds, with no testcontainers in the
+// root module's go.sum; its Stop and Start are process restarts. The
+// integration module's servers are containers, which buy what processes
+// cannot: Pause (a hung server that keeps its connections, not a refused
+// dial), network faults, and the same images a deployment runs, for the
+// multi-node and fault-injection suites. Merging them would force Docker on
+// the unit tests or give up those faults.
 package testserver
 
 import (

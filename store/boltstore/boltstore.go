@@ -17,6 +17,10 @@
 // exclusive between the goroutines of this process; it also survives a
 // restart until its ttl runs out.
 //
+// Who closes the file: a Store from Open (or store.Open with bolt:PATH)
+// owns it and closes it in Close; a *bbolt.DB given to New stays the
+// caller's, who closes it after the Store.
+//
 // Items and leases live in two nested buckets, "items" and "leases", under
 // the bucket chosen with WithBucket. Expired items are dropped lazily, when a
 // Set on the same key finds them.
@@ -28,6 +32,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +45,8 @@ import (
 const backend = "boltstore"
 
 // DefaultBucket is the top-level bucket used when WithBucket is not given.
+// It is exported for programs that read the file with bbolt directly (a
+// backup check, another bucket beside ours).
 const DefaultBucket = "wechatconf"
 
 // DefaultTimeout is how long Open waits for bbolt's file lock when
@@ -53,9 +60,6 @@ const DefaultTimeout = 3 * time.Second
 // between processes with a networked backend instead.
 var ErrFileLocked = errors.New("database file is in use by another process or another Open in this process " +
 	"(bbolt allows one process at a time; for several processes use a networked backend: redisstore, pgstore or memcachestore)")
-
-// ErrClosed is returned by every operation on a Store after Close.
-var ErrClosed = errors.New("store is closed")
 
 var (
 	itemsBucket  = []byte("items")
@@ -113,6 +117,7 @@ type Store struct {
 var (
 	_ store.Store   = (*Store)(nil)
 	_ store.Watcher = (*Store)(nil)
+	_ io.Closer     = (*Store)(nil)
 )
 
 // New returns a Store that keeps its records in db, creating its bucket if
@@ -177,7 +182,9 @@ func newStore(db *bbolt.DB, c config, owns bool) (*Store, error) {
 
 // Close ends every Watch (their channels are closed) and, when the Store
 // came from Open, closes the database file so that another process may open
-// it. Operations after Close fail with ErrClosed. Close is idempotent.
+// it (the caller closes a db given to New). Operations after Close, on the
+// Store and on its leases, fail with an error matching store.ErrClosed.
+// Close is idempotent.
 func (s *Store) Close() error {
 	s.once.Do(func() {
 		s.closed.Store(true)
@@ -191,8 +198,10 @@ func (s *Store) Close() error {
 	return s.err
 }
 
-// DB returns the underlying database, for backups (bbolt's Tx.WriteTo) or
-// inspection. Do not close it when the Store came from Open.
+// DB returns the underlying database. It stays exported because a Store
+// from Open is the only handle on its file: DB is how a user takes a backup
+// (bbolt's Tx.WriteTo) or keeps other buckets in the same file. Do not close
+// it when the Store came from Open.
 func (s *Store) DB() *bbolt.DB { return s.db }
 
 func opErr(op, key string, err error) error {
@@ -208,7 +217,7 @@ func (s *Store) begin(ctx context.Context, op, key string) error {
 		return opErr(op, key, err)
 	}
 	if s.closed.Load() {
-		return opErr(op, key, ErrClosed)
+		return opErr(op, key, store.ErrClosed)
 	}
 	if key == "" {
 		return opErr(op, key, errors.New("key is empty"))
@@ -377,7 +386,7 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 	if ttl <= 0 {
 		return nil, opErr("lock", key, fmt.Errorf("ttl %v is not positive", ttl))
 	}
-	l := &Lease{s: s, key: key}
+	l := &lease{s: s, key: key}
 	if _, err := rand.Read(l.owner[:]); err != nil {
 		return nil, opErr("lock", key, fmt.Errorf("random owner: %w", err))
 	}
@@ -402,23 +411,23 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 	return l, nil
 }
 
-// Lease is a lease taken by Store.Lock. It implements store.Lease and
+// lease is a lease taken by Store.Lock. It implements store.Lease and
 // store.Extender.
-type Lease struct {
+type lease struct {
 	s     *Store
 	key   string
 	owner [ownerLen]byte
 }
 
 var (
-	_ store.Lease    = (*Lease)(nil)
-	_ store.Extender = (*Lease)(nil)
+	_ store.Lease    = (*lease)(nil)
+	_ store.Extender = (*lease)(nil)
 )
 
 // Unlock deletes the lease record if it is still ours (same owner), inside
 // one transaction; a lease that expired and was taken over by someone else
 // is left alone. Unlock is idempotent.
-func (l *Lease) Unlock(ctx context.Context) error {
+func (l *lease) Unlock(ctx context.Context) error {
 	if err := l.s.begin(ctx, "unlock", l.key); err != nil {
 		return err
 	}
@@ -437,7 +446,7 @@ func (l *Lease) Unlock(ctx context.Context) error {
 
 // Extend gives the lease ttl more time from now if it is still ours and has
 // not expired, or returns an error matching store.ErrLeaseLost.
-func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
+func (l *lease) Extend(ctx context.Context, ttl time.Duration) error {
 	if err := l.s.begin(ctx, "extend", l.key); err != nil {
 		return err
 	}
@@ -464,7 +473,7 @@ func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
 // current reads the lease record of l's key in tx: whether it holds our
 // owner value (false when there is none, or it cannot be decoded) and when
 // it expires. It also returns the leases bucket, for the caller's write.
-func (l *Lease) current(tx *bbolt.Tx) (leases *bbolt.Bucket, ours bool, exp time.Time, err error) {
+func (l *lease) current(tx *bbolt.Tx) (leases *bbolt.Bucket, ours bool, exp time.Time, err error) {
 	_, leases, err = l.s.buckets(tx)
 	if err != nil {
 		return nil, false, time.Time{}, err
@@ -481,7 +490,7 @@ func (l *Lease) current(tx *bbolt.Tx) (leases *bbolt.Bucket, ours bool, exp time
 }
 
 // String describes the lease without its owner value.
-func (l *Lease) String() string { return fmt.Sprintf("boltstore.Lease{key:%q}", l.key) }
+func (l *lease) String() string { return fmt.Sprintf("boltstore.lease{key:%q}", l.key) }
 
 // Watch returns a channel that receives a value each time Set stores an item
 // under key through any Store on the same database and bucket in this
@@ -494,7 +503,7 @@ func (s *Store) Watch(ctx context.Context, key string) (<-chan struct{}, error) 
 	}
 	ch, ok := s.hub.watch(ctx, s, key)
 	if !ok {
-		return nil, opErr("watch", key, ErrClosed)
+		return nil, opErr("watch", key, store.ErrClosed)
 	}
 	return ch, nil
 }

@@ -233,16 +233,16 @@ func TestClosedStoreErrorsAreNotMisses(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	_, err = s.Get(ctx, "k")
-	wantOpErr(t, err, "get", "k", ErrClosed)
+	wantOpErr(t, err, "get", "k", store.ErrClosed)
 	if errors.Is(err, store.ErrNotFound) {
 		t.Fatal("Get on a closed store reported a miss")
 	}
-	wantOpErr(t, s.Set(ctx, "k", store.Item{Value: "v", ExpiresAt: time.Now().Add(time.Hour)}), "set", "k", ErrClosed)
+	wantOpErr(t, s.Set(ctx, "k", store.Item{Value: "v", ExpiresAt: time.Now().Add(time.Hour)}), "set", "k", store.ErrClosed)
 	_, err = s.Lock(ctx, "k", time.Minute)
-	wantOpErr(t, err, "lock", "k", ErrClosed)
-	wantOpErr(t, l.Unlock(ctx), "unlock", "k", ErrClosed)
+	wantOpErr(t, err, "lock", "k", store.ErrClosed)
+	wantOpErr(t, l.Unlock(ctx), "unlock", "k", store.ErrClosed)
 	_, err = s.Watch(ctx, "k")
-	wantOpErr(t, err, "watch", "k", ErrClosed)
+	wantOpErr(t, err, "watch", "k", store.ErrClosed)
 }
 
 // A DB closed behind the Store's back (New does not own it) gives bbolt's
@@ -365,7 +365,7 @@ func TestCorruptRecordsHeal(t *testing.T) {
 		if err := l.Unlock(ctx); err != nil {
 			t.Errorf("Unlock of a lease whose record was overwritten with garbage: %v, want nil", err)
 		}
-		if err := l.(*Lease).Extend(ctx, time.Minute); !errors.Is(err, store.ErrLeaseLost) {
+		if err := l.(*lease).Extend(ctx, time.Minute); !errors.Is(err, store.ErrLeaseLost) {
 			t.Errorf("Extend of a lease whose record was overwritten with garbage: %v, want ErrLeaseLost", err)
 		}
 	}
@@ -401,7 +401,7 @@ func TestSecretsStayOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	owner := fmt.Sprintf("%x", l.(*Lease).owner[:])
+	owner := fmt.Sprintf("%x", l.(*lease).owner[:])
 	for _, text := range []string{fmt.Sprint(l), fmt.Sprintf("%v", l), fmt.Sprintf("%+v", l)} {
 		if strings.Contains(text, owner) {
 			t.Fatalf("lease printed its owner: %s", text)

@@ -30,13 +30,13 @@ func TestConformance(t *testing.T) {
 	}
 	storetest.Run(t,
 		func(t *testing.T) store.Store {
-			return memcachestore.New(client(t, srv.Addr), memcachestore.WithPrefix(uniquePrefix(t)))
+			return memcachestore.MustNew(t, client(t, srv.Addr), memcachestore.WithPrefix(uniquePrefix(t)))
 		},
 		storetest.WithPeer(func(t *testing.T, s store.Store) store.Store {
-			return memcachestore.New(client(t, srv.Addr), memcachestore.WithPrefix(memcachestore.Prefix(s.(*memcachestore.Store))))
+			return memcachestore.MustNew(t, client(t, srv.Addr), memcachestore.WithPrefix(memcachestore.Prefix(s.(*memcachestore.Store))))
 		}),
 		storetest.WithBroken(func(t *testing.T) store.Store {
-			return memcachestore.New(client(t, down.Addr), memcachestore.WithPrefix(uniquePrefix(t)))
+			return memcachestore.MustNew(t, client(t, down.Addr), memcachestore.WithPrefix(uniquePrefix(t)))
 		}),
 		storetest.WithGranularity(time.Second),
 		storetest.WithRawWriter(func(t *testing.T, s store.Store, key string, raw []byte) {

@@ -20,7 +20,11 @@ import (
 func Example() {
 	mc := memcache.New("localhost:11211")
 	defer mc.Close()
-	s := memcachestore.New(mc, memcachestore.WithPrefix("shop-prod:"))
+	s, err := memcachestore.New(mc, memcachestore.WithPrefix("shop-prod:"))
+	if err != nil {
+		log.Fatal(err) // a nil client, or a prefix memcached cannot hold
+	}
+	defer s.Close() // the Store's own state only: mc stays ours to close
 
 	ctx := context.Background()
 	const key = "{wx123}:access_token"

@@ -3,7 +3,9 @@
 // and one node at a time grants a new one.
 //
 // It takes the *memcache.Client (github.com/bradfitz/gomemcache) the
-// application already has.
+// application already has. The client stays the caller's, who closes it:
+// Store.Close only stops the Store. (A Store from store.Open, memcache://...,
+// made its client and closes it.)
 //
 // What is stored, and why:
 //
@@ -60,6 +62,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -72,6 +77,9 @@ import (
 const backend = "memcachestore"
 
 // DefaultPrefix is prepended to every key unless WithPrefix says otherwise.
+// It is exported so that operators can find the records (and, in Redis
+// Cluster, compute their slot) of a store made without WithPrefix, such as
+// one from store.Open.
 const DefaultPrefix = "wechatconf:"
 
 // lockSuffix names a key's lease record, beside the item.
@@ -100,45 +108,100 @@ var ErrInvalidKey = errors.New("invalid memcached key")
 // that something rewrites the record in a loop.
 var ErrContention = errors.New("too many concurrent writers")
 
-// Store is a store.Store backed by memcached. Its leases implement
-// store.Extender. It holds no resources of its own: the client stays the
-// caller's. It is safe for concurrent use.
+// Store is a store.Store backed by memcached. It also implements io.Closer,
+// and its leases implement store.Extender. It holds no resources of its
+// own: a client given to New is the caller's, and Close does not close it.
+// It is safe for concurrent use.
 type Store struct {
 	c      *memcache.Client
 	prefix string
+	closed atomic.Bool
+
+	// closeClient, set when store.Open made the client, closes it.
+	closeClient func() error
+	closeOnce   sync.Once
+	closeErr    error
 
 	// beforeWrite, when set (by tests only), runs between a gets and the
 	// add or cas that follows, where another writer may step in.
 	beforeWrite func()
 }
 
-// Option configures a Store.
-type Option func(*Store)
+// Option configures New.
+type Option func(*config)
+
+type config struct {
+	prefix string
+}
 
 // WithPrefix sets the string prepended to every key, DefaultPrefix
 // ("wechatconf:") unless set. Give each deployment sharing a server its own
 // prefix. It counts towards memcached's 250-byte key limit and must not
-// contain spaces or control characters.
+// contain spaces or control characters: New refuses one that does.
 func WithPrefix(p string) Option {
-	return func(s *Store) { s.prefix = p }
+	return func(c *config) { c.prefix = p }
 }
 
-// New returns a Store that keeps items and leases in memcached through c.
-func New(c *memcache.Client, opts ...Option) *Store {
-	s := &Store{c: c, prefix: DefaultPrefix}
-	for _, o := range opts {
-		o(s)
+// New returns a Store that keeps items and leases in memcached through c. It
+// does not talk to memcached: an unreachable server shows in the first
+// operation's error. A nil c, or a prefix memcached cannot hold in a key, is
+// an error.
+func New(c *memcache.Client, opts ...Option) (*Store, error) {
+	if c == nil {
+		return nil, errors.New("memcachestore: New: client is nil")
 	}
-	return s
+	cfg := config{prefix: DefaultPrefix}
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	if cfg.prefix != "" {
+		if err := checkKey(cfg.prefix); err != nil {
+			return nil, fmt.Errorf("memcachestore: WithPrefix(%q): %w", cfg.prefix, err)
+		}
+	}
+	return &Store{c: c, prefix: cfg.prefix}, nil
+}
+
+// Close makes every later operation, on the Store and on its leases, fail
+// with an error matching store.ErrClosed. It does not close a client given
+// to New, which stays the caller's; a Store from store.Open closes the
+// client it made. Close is idempotent.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		if s.closeClient != nil {
+			if err := s.closeClient(); err != nil {
+				s.closeErr = fmt.Errorf("memcachestore: close: %w", err)
+			}
+		}
+	})
+	return s.closeErr
 }
 
 var (
 	_ store.Store    = (*Store)(nil)
+	_ io.Closer      = (*Store)(nil)
 	_ store.Extender = (*lease)(nil)
 )
 
 func opErr(op, key string, err error) error {
 	return &store.OpError{Backend: backend, Op: op, Key: key, Err: err}
+}
+
+// begin checks what every operation checks before its first round trip.
+func (s *Store) begin(ctx context.Context, op, key string) error {
+	if ctx == nil {
+		return opErr(op, key, errors.New("nil context"))
+	}
+	if err := ctx.Err(); err != nil {
+		return opErr(op, key, err)
+	}
+	if s.closed.Load() {
+		return opErr(op, key, store.ErrClosed)
+	}
+	return nil
 }
 
 // checkKey tells why full (the key as sent to memcached) is not one
@@ -160,8 +223,8 @@ func checkKey(full string) error {
 // *store.OpError matching store.ErrMalformed. Any other error means
 // memcached could not be read; it is a *store.OpError.
 func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Item{}, opErr("get", key, err)
+	if err := s.begin(ctx, "get", key); err != nil {
+		return store.Item{}, err
 	}
 	full := s.prefix + key
 	if err := checkKey(full); err != nil {
@@ -169,7 +232,7 @@ func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 	}
 	mi, err := s.c.Get(full)
 	if err == memcache.ErrCacheMiss {
-		return store.Item{}, store.ErrNotFound
+		return store.Item{}, opErr("get", key, store.ErrNotFound)
 	}
 	if err != nil {
 		return store.Item{}, opErr("get", key, err)
@@ -179,7 +242,7 @@ func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 		return store.Item{}, opErr("get", key, err)
 	}
 	if !it.ExpiresAt.After(time.Now()) {
-		return store.Item{}, store.ErrNotFound
+		return store.Item{}, opErr("get", key, store.ErrNotFound)
 	}
 	return it, nil
 }
@@ -189,8 +252,8 @@ func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 // without error, and so is one that loses. A stored record that cannot be
 // decoded, or that is not Plausible at this node's clock, is overwritten.
 func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
-	if err := ctx.Err(); err != nil {
-		return opErr("set", key, err)
+	if err := s.begin(ctx, "set", key); err != nil {
+		return err
 	}
 	full := s.prefix + key
 	if err := checkKey(full); err != nil {
@@ -249,8 +312,8 @@ func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 // (see validOwner) is taken over by cas. The lease implements
 // store.Extender.
 func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.Lease, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, opErr("lock", key, err)
+	if err := s.begin(ctx, "lock", key); err != nil {
+		return nil, err
 	}
 	if ttl <= 0 {
 		return nil, opErr("lock", key, fmt.Errorf("ttl %v must be positive", ttl))
@@ -261,11 +324,7 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 	}
 	l := &lease{s: s, key: key, lockKey: full, owner: []byte(rand.Text())}
 	mi := &memcache.Item{Key: full, Value: l.owner, Expiration: expiration(ttl)}
-	err := s.lock(ctx, mi)
-	if err == store.ErrLocked {
-		return nil, err
-	}
-	if err != nil {
+	if err := s.lock(ctx, mi); err != nil {
 		return nil, opErr("lock", key, err)
 	}
 	return l, nil
@@ -341,6 +400,9 @@ type lease struct {
 // fails and its lease stays. Releasing a lease that expired, was taken over
 // or was already released returns nil.
 func (l *lease) Unlock(ctx context.Context) error {
+	if err := l.s.begin(ctx, "unlock", l.key); err != nil {
+		return err
+	}
 	err := l.casOwned(ctx, -1)
 	if err == store.ErrLeaseLost {
 		return nil
@@ -355,6 +417,9 @@ func (l *lease) Unlock(ctx context.Context) error {
 // plus one) while it is still ours, by gets, compare and cas, or returns an
 // error matching store.ErrLeaseLost.
 func (l *lease) Extend(ctx context.Context, ttl time.Duration) error {
+	if err := l.s.begin(ctx, "extend", l.key); err != nil {
+		return err
+	}
 	if ttl <= 0 {
 		return opErr("extend", l.key, fmt.Errorf("ttl %v must be positive", ttl))
 	}

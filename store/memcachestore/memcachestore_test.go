@@ -45,7 +45,7 @@ func newStore(t testing.TB) (*testserver.Server, *memcache.Client, *memcachestor
 	t.Helper()
 	srv, c := newClient(t)
 	p := uniquePrefix(t)
-	return srv, c, memcachestore.New(c, memcachestore.WithPrefix(p)), p
+	return srv, c, memcachestore.MustNew(t, c, memcachestore.WithPrefix(p)), p
 }
 
 // record builds a record the way the package documents it.
@@ -94,7 +94,7 @@ func TestRecords(t *testing.T) {
 		Name: "memcachestore",
 		New: func(t *testing.T) (store.Store, string) {
 			p := uniquePrefix(t)
-			return memcachestore.New(c, memcachestore.WithPrefix(p)), p
+			return memcachestore.MustNew(t, c, memcachestore.WithPrefix(p)), p
 		},
 		Raw: func(t *testing.T, full string) ([]byte, bool) {
 			it, err := c.Get(full)
@@ -130,7 +130,7 @@ func TestItemTTL(t *testing.T) {
 func TestDefaultPrefix(t *testing.T) {
 	ctx := context.Background()
 	_, c := newClient(t)
-	s := memcachestore.New(c)
+	s := memcachestore.MustNew(t, c)
 	if err := s.Set(ctx, key, store.Item{Value: "v", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestLease(t *testing.T) {
 	if sec, ok := ttl(t, srv.Addr, lockKey); !ok || sec < 30 || sec > 31 {
 		t.Fatalf("lock TTL = %d s (present %v), want 30 or 31 (30 s rounded up, plus one)", sec, ok)
 	}
-	if _, err := s.Lock(ctx, key, time.Minute); err != store.ErrLocked {
+	if _, err := s.Lock(ctx, key, time.Minute); !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("second Lock: err = %v, want ErrLocked", err)
 	}
 	if _, err := s.Get(ctx, key); !errors.Is(err, store.ErrNotFound) {
@@ -315,7 +315,7 @@ func TestForeignLeaseRecord(t *testing.T) {
 		if sec, ok := ttl(t, srv.Addr, lockKey); !ok || sec < 30 || sec > 31 {
 			t.Fatalf("lock TTL after taking over %q = %d s (present %v), want 30 or 31", raw, sec, ok)
 		}
-		if _, err := s.Lock(ctx, key, time.Minute); err != store.ErrLocked {
+		if _, err := s.Lock(ctx, key, time.Minute); !errors.Is(err, store.ErrLocked) {
 			t.Fatalf("second Lock after taking over %q: %v, want ErrLocked", raw, err)
 		}
 		if err := l.Unlock(ctx); err != nil {
@@ -326,7 +326,7 @@ func TestForeignLeaseRecord(t *testing.T) {
 	if err := c.Set(&memcache.Item{Key: lockKey, Value: []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), Expiration: 60}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Lock(ctx, key, time.Minute); err != store.ErrLocked {
+	if _, err := s.Lock(ctx, key, time.Minute); !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("Lock over an owner-shaped lease record: %v, want ErrLocked", err)
 	}
 }
@@ -339,7 +339,7 @@ func TestUnlockRaces(t *testing.T) {
 		t.Run(fmt.Sprintf("takeover=%v", takeover), func(t *testing.T) {
 			_, c, s, p := newStore(t)
 			lockKey := p + key + ":lock"
-			other := memcachestore.New(c, memcachestore.WithPrefix(p))
+			other := memcachestore.MustNew(t, c, memcachestore.WithPrefix(p))
 			old, err := s.Lock(ctx, key, time.Minute)
 			if err != nil {
 				t.Fatal(err)
@@ -374,7 +374,7 @@ func TestUnlockRaces(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the new holder's lease is gone: %v", err)
 			}
-			if _, err := s.Lock(ctx, key, time.Minute); err != store.ErrLocked {
+			if _, err := s.Lock(ctx, key, time.Minute); !errors.Is(err, store.ErrLocked) {
 				t.Fatalf("Lock: %v, want ErrLocked", err)
 			}
 			if err := old.(store.Extender).Extend(ctx, time.Hour); !errors.Is(err, store.ErrLeaseLost) {
@@ -453,7 +453,7 @@ func TestKeyValidation(t *testing.T) {
 	ctx := context.Background()
 	_, c := newClient(t)
 	const p = "p:"
-	s := memcachestore.New(c, memcachestore.WithPrefix(p))
+	s := memcachestore.MustNew(t, c, memcachestore.WithPrefix(p))
 	item := store.Item{Value: "v", ExpiresAt: time.Now().Add(time.Hour)}
 
 	// The longest item key fits; its lease key (":lock" more) does not.
@@ -494,15 +494,18 @@ func TestKeyValidation(t *testing.T) {
 		}
 	}
 	// A bad prefix is caught the same way.
-	sp := memcachestore.New(c, memcachestore.WithPrefix("my app:"))
-	if _, err := sp.Get(ctx, key); !errors.Is(err, memcachestore.ErrInvalidKey) || !strings.Contains(err.Error(), "0x20") {
-		t.Fatalf("Get with a prefix holding a space: %v, want ErrInvalidKey naming the byte", err)
+	// A bad prefix is refused by New, naming the byte.
+	if _, err := memcachestore.New(c, memcachestore.WithPrefix("my app:")); !errors.Is(err, memcachestore.ErrInvalidKey) || !strings.Contains(err.Error(), "0x20") || !strings.Contains(err.Error(), "memcachestore:") {
+		t.Fatalf("New with a prefix holding a space: %v, want memcachestore: ... ErrInvalidKey naming the byte", err)
+	}
+	if _, err := memcachestore.New(nil); err == nil || !strings.Contains(err.Error(), "memcachestore") {
+		t.Fatalf("New(nil): %v, want an error naming memcachestore", err)
 	}
 }
 
 func TestNotAWatcher(t *testing.T) {
 	_, c := newClient(t)
-	if _, ok := any(memcachestore.New(c)).(store.Watcher); ok {
+	if _, ok := any(memcachestore.MustNew(t, c)).(store.Watcher); ok {
 		t.Fatal("memcachestore claims to be a store.Watcher; memcached has no pub/sub and waiters must poll")
 	}
 }
@@ -531,7 +534,7 @@ func TestCancelledContext(t *testing.T) {
 	if _, err := s.Get(context.Background(), key); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Set with cancelled ctx wrote: %v", err)
 	}
-	if _, err := s.Lock(context.Background(), key, time.Minute); err != store.ErrLocked {
+	if _, err := s.Lock(context.Background(), key, time.Minute); !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("Unlock with cancelled ctx released: %v", err)
 	}
 	if _, err := s.Lock(context.Background(), "other", time.Minute); err != nil {

@@ -79,19 +79,19 @@ func TestInfiniteLeaseRow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fence := l.(*Lease).Fence()
+	fence := l.(*lease).fence
 	q := `UPDATE ` + pgx.Identifier{s.table + "_leases"}.Sanitize() + ` SET expires_at = 'infinity' WHERE key = $1`
 	if _, err := pool.Exec(ctx, q, s.prefix+"k"); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.(*Lease).Extend(ctx, time.Minute); !errors.Is(err, store.ErrLeaseLost) {
+	if err := l.(*lease).Extend(ctx, time.Minute); !errors.Is(err, store.ErrLeaseLost) {
 		t.Errorf("Extend of a lease whose row expires at 'infinity': %v, want ErrLeaseLost (it holds no lease)", err)
 	}
 	l2, err := s.Lock(ctx, "k", time.Minute)
 	if err != nil {
 		t.Fatalf("Lock over a lease row expiring at 'infinity': %v; want the lease", err)
 	}
-	if f := l2.(*Lease).Fence(); f != fence+1 {
+	if f := l2.(*lease).fence; f != fence+1 {
 		t.Errorf("fence after taking over an infinite lease row = %d, want %d", f, fence+1)
 	}
 	if _, err := s.Lock(ctx, "k", time.Minute); !errors.Is(err, store.ErrLocked) {

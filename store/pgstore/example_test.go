@@ -36,9 +36,7 @@ func Example() {
 	lease, err := s.Lock(ctx, key, 30*time.Second)
 	switch {
 	case err == nil:
-		// Fence grows with every new holder: pass it along to anything
-		// that must refuse a holder that paused past its ttl.
-		fmt.Println("granting, fence", lease.(*pgstore.Lease).Fence())
+		fmt.Println("granting")
 		err = s.Set(ctx, key, store.Item{Value: "ACCESS_TOKEN", ExpiresAt: time.Now().Add(2 * time.Hour)})
 		if err != nil {
 			log.Fatal(err)

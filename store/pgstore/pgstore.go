@@ -2,6 +2,11 @@
 // deployments that already run it: every node reads the same token, and a
 // lease row makes sure one node at a time asks WeChat for a new one.
 //
+// The pool is the caller's, who closes it after the Store: Store.Close ends
+// only what the Store started (the LISTEN connection it took out of the pool
+// and its goroutine). A Store from store.Open (postgres://...) made its pool
+// and closes it.
+//
 // Two tables hold the data, both created by Migrate (explicitly, or on first
 // use unless WithoutAutoMigrate is given):
 //
@@ -12,7 +17,7 @@
 // racing can never leave the older grant in place. The lease is a row whose
 // expiry comes from the database clock (clock_timestamp()), so nodes with
 // skewed clocks agree on when it ends; taking it over bumps a fence counter
-// (Lease.Fence). It is not a session advisory lock: a pool hands the
+// in the row (kept for inspection; no Go API reads it). It is not a session advisory lock: a pool hands the
 // connection, and such a lock with it, to someone else.
 //
 // With WithNotify, Set also sends a NOTIFY and Watch listens on one
@@ -39,6 +44,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"sync"
 	"sync/atomic"
@@ -55,7 +61,9 @@ import (
 const backend = "pgstore"
 
 // DefaultTable is the items table used when WithTable is not given; the
-// leases table is named after it with a "_leases" suffix.
+// leases table is named after it with a "_leases" suffix. It is exported for
+// the DBA who grants the privileges or runs Migrate's SQL by hand (see
+// WithoutAutoMigrate), and for stores from store.Open, which use it.
 const DefaultTable = "wechatconf"
 
 // ErrNotMigrated is wrapped in the error of an operation that found its
@@ -67,9 +75,6 @@ var ErrNotMigrated = errors.New("table does not exist (call Migrate, or drop Wit
 // nothing would tell it about Sets made by other nodes, so callers should
 // poll instead.
 var ErrNotifyOff = errors.New("watch needs LISTEN/NOTIFY: create the store with WithNotify")
-
-// ErrClosed is returned by every operation on a Store after Close.
-var ErrClosed = errors.New("store is closed")
 
 // tableName is what WithTable accepts: a plain lower-case identifier, short
 // enough that the "_leases" table and the NOTIFY channel name fit in
@@ -117,9 +122,9 @@ func WithoutAutoMigrate() Option { return func(c *config) { c.noMigr = true } }
 // a session of its own) and starts one goroutine; Close ends both.
 func WithNotify() Option { return func(c *config) { c.notify = true } }
 
-// Store is a store.Store over a pgxpool.Pool. Its leases implement
-// store.Extender and report a fence number; with WithNotify it is also a
-// working store.Watcher. It is safe for concurrent use.
+// Store is a store.Store over a pgxpool.Pool. It implements io.Closer, its
+// leases implement store.Extender, and with WithNotify it is also a working
+// store.Watcher. It is safe for concurrent use.
 type Store struct {
 	pool   *pgxpool.Pool
 	table  string
@@ -142,11 +147,14 @@ type Store struct {
 
 	wmu      sync.Mutex
 	watchers map[string]map[*watcher]struct{}
+
+	closePool func() // set when store.Open made the pool
 }
 
 var (
 	_ store.Store   = (*Store)(nil)
 	_ store.Watcher = (*Store)(nil)
+	_ io.Closer     = (*Store)(nil)
 )
 
 // statements are built once, from the validated, quoted table names.
@@ -202,7 +210,8 @@ WHERE key = $1 AND owner = $2 AND expires_at > clock_timestamp() AND isfinite(ex
 
 // New returns a Store that keeps its rows in pool's database. The caller
 // keeps ownership of pool: Close does not close it. Unless
-// WithoutAutoMigrate is given, the tables are created on first use.
+// WithoutAutoMigrate is given, the tables are created on first use. A nil
+// pool, or an option given a bad value, is an error naming what was wrong.
 func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("pgstore: New: pool is nil")
@@ -232,25 +241,23 @@ func New(pool *pgxpool.Pool, opts ...Option) (*Store, error) {
 	}, nil
 }
 
-// Table returns the name of the items table.
-func (s *Store) Table() string { return s.table }
-
 // Migrate creates the items and leases tables if they do not exist. It is
 // idempotent and safe to run from many nodes at once (a transaction-scoped
 // advisory lock serialises the CREATE statements, which PostgreSQL does not
 // make race-free by itself).
 func (s *Store) Migrate(ctx context.Context) error {
+	// An *OpError like every other, its Key the table's name.
 	if ctx == nil {
-		return errors.New("pgstore: migrate: nil context")
+		return opErr("migrate", s.table, errors.New("nil context"))
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("pgstore: migrate %s: %w", s.table, err)
+		return opErr("migrate", s.table, err)
 	}
 	if s.closed.Load() {
-		return fmt.Errorf("pgstore: migrate %s: %w", s.table, ErrClosed)
+		return opErr("migrate", s.table, store.ErrClosed)
 	}
 	if err := s.migrate(ctx); err != nil {
-		return fmt.Errorf("pgstore: migrate %s: %w", s.table, err)
+		return opErr("migrate", s.table, err)
 	}
 	return nil
 }
@@ -292,8 +299,11 @@ func (s *Store) ensure(ctx context.Context) error {
 }
 
 // Close stops the LISTEN goroutine and its connection (if Watch started
-// them) and closes every Watch channel. It does not close the pool. Later
-// operations fail with ErrClosed. Close is idempotent.
+// them: they are the Store's) and closes every Watch channel. It does not
+// close a pool given to New, which stays the caller's; a Store from
+// store.Open closes the pool it made. Later operations, on the Store
+// and on its leases, fail with an error matching store.ErrClosed. Close is
+// idempotent and returns nil.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
@@ -313,6 +323,9 @@ func (s *Store) Close() error {
 		}
 		s.watchers = make(map[string]map[*watcher]struct{})
 		s.wmu.Unlock()
+		if s.closePool != nil {
+			s.closePool()
+		}
 	})
 	return nil
 }
@@ -330,7 +343,7 @@ func (s *Store) begin(ctx context.Context, op, key string) error {
 		return opErr(op, key, err)
 	}
 	if s.closed.Load() {
-		return opErr(op, key, ErrClosed)
+		return opErr(op, key, store.ErrClosed)
 	}
 	if key == "" {
 		return opErr(op, key, errors.New("key is empty"))
@@ -424,7 +437,7 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 	if ttl <= 0 {
 		return nil, opErr("lock", key, fmt.Errorf("ttl %v is not positive", ttl))
 	}
-	l := &Lease{s: s, key: key, owner: make([]byte, 16)}
+	l := &lease{s: s, key: key, owner: make([]byte, 16)}
 	if _, err := rand.Read(l.owner); err != nil {
 		return nil, opErr("lock", key, fmt.Errorf("random owner: %w", err))
 	}
@@ -438,30 +451,24 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 	return l, nil
 }
 
-// Lease is a lease row taken by Store.Lock. It implements store.Lease and
+// lease is a lease row taken by Store.Lock. It implements store.Lease and
 // store.Extender.
-type Lease struct {
+type lease struct {
 	s     *Store
 	key   string
 	owner []byte
-	fence int64
+	fence int64 // the row's fence when we took it (tests read it)
 }
 
 var (
-	_ store.Lease    = (*Lease)(nil)
-	_ store.Extender = (*Lease)(nil)
+	_ store.Lease    = (*lease)(nil)
+	_ store.Extender = (*lease)(nil)
 )
-
-// Fence returns the lease's fencing number: it grows by one each time the
-// lease on this key changes hands, so that a resource guarded by the lease
-// can refuse a writer whose number is lower than one it has already seen
-// (a holder that paused past its ttl).
-func (l *Lease) Fence() int64 { return l.fence }
 
 // Unlock ends the lease if the row still has our owner value; a lease that
 // expired and was taken over is left to its new holder. Unlock is
 // idempotent.
-func (l *Lease) Unlock(ctx context.Context) error {
+func (l *lease) Unlock(ctx context.Context) error {
 	if err := l.s.begin(ctx, "unlock", l.key); err != nil {
 		return err
 	}
@@ -473,7 +480,7 @@ func (l *Lease) Unlock(ctx context.Context) error {
 
 // Extend gives the lease ttl more time from the database's now if it is
 // still ours and live, or returns an error matching store.ErrLeaseLost.
-func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
+func (l *lease) Extend(ctx context.Context, ttl time.Duration) error {
 	if err := l.s.begin(ctx, "extend", l.key); err != nil {
 		return err
 	}
@@ -491,6 +498,6 @@ func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
 }
 
 // String describes the lease without its owner value.
-func (l *Lease) String() string {
-	return fmt.Sprintf("pgstore.Lease{key:%q fence:%d}", l.key, l.fence)
+func (l *lease) String() string {
+	return fmt.Sprintf("pgstore.lease{key:%q fence:%d}", l.key, l.fence)
 }

@@ -139,7 +139,7 @@ func TestLeaseLifecycleAndFence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f1 := first.(*Lease).Fence()
+	f1 := first.(*lease).fence
 	if f1 < 1 {
 		t.Fatalf("first fence = %d", f1)
 	}
@@ -149,7 +149,7 @@ func TestLeaseLifecycleAndFence(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Lock after ttl: %v", err)
 	}
-	f2 := second.(*Lease).Fence()
+	f2 := second.(*lease).fence
 	if f2 <= f1 {
 		t.Fatalf("fence after takeover = %d, want > %d", f2, f1)
 	}
@@ -178,10 +178,10 @@ func TestLeaseLifecycleAndFence(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Lock after Unlock: %v", err)
 	}
-	if f3 := third.(*Lease).Fence(); f3 <= f2 {
+	if f3 := third.(*lease).fence; f3 <= f2 {
 		t.Fatalf("fence after Unlock and Lock = %d, want > %d", f3, f2)
 	}
-	if s := fmt.Sprint(third); strings.Contains(s, fmt.Sprintf("%x", third.(*Lease).owner)) {
+	if s := fmt.Sprint(third); strings.Contains(s, fmt.Sprintf("%x", third.(*lease).owner)) {
 		t.Fatalf("lease printed its owner: %s", s)
 	}
 }
@@ -485,7 +485,7 @@ func TestWatchAcrossPools(t *testing.T) {
 	}
 	waitListeners(t, 0, "after Close")
 	_, err = waiter.Watch(ctx, "k")
-	wantOpErr(t, err, "watch", "k", ErrClosed)
+	wantOpErr(t, err, "watch", "k", store.ErrClosed)
 }
 
 func TestWatchNeedsNotify(t *testing.T) {
@@ -509,12 +509,12 @@ func TestClosedStore(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	_, err = s.Get(ctx, "k")
-	wantOpErr(t, err, "get", "k", ErrClosed)
-	wantOpErr(t, s.Set(ctx, "k", store.Item{Value: "SECRET", ExpiresAt: time.Now().Add(time.Hour)}), "set", "k", ErrClosed)
+	wantOpErr(t, err, "get", "k", store.ErrClosed)
+	wantOpErr(t, s.Set(ctx, "k", store.Item{Value: "SECRET", ExpiresAt: time.Now().Add(time.Hour)}), "set", "k", store.ErrClosed)
 	_, err = s.Lock(ctx, "k", time.Minute)
-	wantOpErr(t, err, "lock", "k", ErrClosed)
-	wantOpErr(t, l.Unlock(ctx), "unlock", "k", ErrClosed)
-	if err := s.Migrate(ctx); !errors.Is(err, ErrClosed) {
+	wantOpErr(t, err, "lock", "k", store.ErrClosed)
+	wantOpErr(t, l.Unlock(ctx), "unlock", "k", store.ErrClosed)
+	if err := s.Migrate(ctx); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("Migrate after Close: %v", err)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/wechatconf/wechatconf/store"
 )
 
 // watcher is one Watch call's channel.
@@ -40,7 +42,7 @@ func (s *Store) Watch(ctx context.Context, key string) (<-chan struct{}, error) 
 	// watchers, so checking under wmu leaves no gap.
 	if s.closed.Load() {
 		stop()
-		return nil, opErr("watch", key, ErrClosed)
+		return nil, opErr("watch", key, store.ErrClosed)
 	}
 	if w.done { // ctx ended meanwhile: the channel is already closed
 		return w.ch, nil
@@ -108,7 +110,7 @@ func (s *Store) startListener(ctx context.Context) error {
 	}
 	defer func() { <-s.listenSem }()
 	if s.closed.Load() {
-		return ErrClosed
+		return store.ErrClosed
 	}
 	if s.listening {
 		return nil
@@ -120,13 +122,13 @@ func (s *Store) startListener(ctx context.Context) error {
 	conn, err := s.listenConn(cctx)
 	if err != nil {
 		if s.closed.Load() {
-			return ErrClosed
+			return store.ErrClosed
 		}
 		return err
 	}
 	if s.closed.Load() { // Close ran while we connected
 		closeConn(conn)
-		return ErrClosed
+		return store.ErrClosed
 	}
 	s.listening = true
 	s.wg.Add(1)

@@ -131,7 +131,7 @@ func TestSetScriptAgreesWithDecode(t *testing.T) {
 func TestKeysOfAnotherType(t *testing.T) {
 	ctx := context.Background()
 	c := internalClient(t)
-	s := New(c, WithPrefix("other-type:"))
+	s := MustNew(t, c, WithPrefix("other-type:"))
 	const key = "{wx1}:access_token"
 	if err := c.HSet(ctx, "other-type:"+key, "f", "v").Err(); err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func TestKeysOfAnotherType(t *testing.T) {
 func TestForeignLeaseRecord(t *testing.T) {
 	ctx := context.Background()
 	c := internalClient(t)
-	s := New(c, WithPrefix("foreign-lease:"))
+	s := MustNew(t, c, WithPrefix("foreign-lease:"))
 	const key = "{wx1}:access_token"
 	lockKey := "foreign-lease:" + key + lockSuffix
 	for _, raw := range []string{"", "garbage", "\x00\xff"} {

@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -83,7 +84,7 @@ func TestOneNodeCluster(t *testing.T) {
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}})
 	defer c.Close()
 	const p = "wechatconf:"
-	s := redisstore.New(c, redisstore.WithPrefix(p))
+	s := redisstore.MustNew(t, c, redisstore.WithPrefix(p))
 
 	for _, k := range []string{p + key, p + key + ":lock"} {
 		got, err := c.ClusterKeySlot(ctx, k).Result()
@@ -105,7 +106,7 @@ func TestOneNodeCluster(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Lock: %v", err)
 	}
-	if _, err := s.Lock(ctx, key, time.Minute); err != store.ErrLocked {
+	if _, err := s.Lock(ctx, key, time.Minute); !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("second Lock: %v, want ErrLocked", err)
 	}
 	it := store.Item{Value: "v", ExpiresAt: time.Now().Add(time.Hour)}

@@ -28,13 +28,13 @@ func TestConformance(t *testing.T) {
 	}
 	storetest.Run(t,
 		func(t *testing.T) store.Store {
-			return redisstore.New(client(t, srv.Addr), redisstore.WithPrefix(uniquePrefix(t)))
+			return redisstore.MustNew(t, client(t, srv.Addr), redisstore.WithPrefix(uniquePrefix(t)))
 		},
 		storetest.WithPeer(func(t *testing.T, s store.Store) store.Store {
-			return redisstore.New(client(t, srv.Addr), redisstore.WithPrefix(redisstore.Prefix(s.(*redisstore.Store))))
+			return redisstore.MustNew(t, client(t, srv.Addr), redisstore.WithPrefix(redisstore.Prefix(s.(*redisstore.Store))))
 		}),
 		storetest.WithBroken(func(t *testing.T) store.Store {
-			return redisstore.New(client(t, down.Addr), redisstore.WithPrefix(uniquePrefix(t)))
+			return redisstore.MustNew(t, client(t, down.Addr), redisstore.WithPrefix(uniquePrefix(t)))
 		}),
 		storetest.WithRawWriter(func(t *testing.T, s store.Store, key string, raw []byte) {
 			full := redisstore.Prefix(s.(*redisstore.Store)) + key

@@ -20,7 +20,11 @@ import (
 func Example() {
 	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
 	defer rdb.Close()
-	s := redisstore.New(rdb, redisstore.WithPrefix("shop-prod:"))
+	s, err := redisstore.New(rdb, redisstore.WithPrefix("shop-prod:"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close() // ends the Store's watches; rdb stays ours to close
 
 	ctx := context.Background()
 	const key = "{wx123}:access_token" // the braces keep one app in one cluster slot
@@ -45,7 +49,11 @@ func Example() {
 func ExampleStore_Watch() {
 	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
 	defer rdb.Close()
-	s := redisstore.New(rdb)
+	s, err := redisstore.New(rdb)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer s.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel() // ends the subscription

@@ -34,10 +34,10 @@ const retryTick = 10 * time.Millisecond
 // when go-redis reloads on its own (ClusterOptions.ClusterStateReloadInterval,
 // 60 s by default). It has no effect on other clients.
 func WithFailoverReload(gap time.Duration) Option {
-	return func(s *Store) { s.fo = failoverConfig{gap: gap, set: true} }
+	return func(c *config) { c.fo = failoverConfig{gap: gap, set: true} }
 }
 
-// failoverConfig is what the options said about failover, kept in Store
+// failoverConfig is what the options said about failover, kept in config
 // until New wraps the client.
 type failoverConfig struct {
 	gap time.Duration

@@ -1,6 +1,7 @@
 package redisstore_test
 
 import (
+	"log"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,6 +22,9 @@ func ExampleWithFailoverReload() {
 		DialerRetries: 2,
 	})
 	defer rdb.Close()
-	s := redisstore.New(rdb, redisstore.WithFailoverReload(time.Second))
+	s, err := redisstore.New(rdb, redisstore.WithFailoverReload(time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
 	_ = s // hand s to conf.WithStore
 }

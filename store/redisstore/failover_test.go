@@ -107,8 +107,8 @@ func TestClusterFailover(t *testing.T) {
 	before := runtime.NumGoroutine()
 
 	fixedC, controlC := clusterClient(t, cl), clusterClient(t, cl)
-	fixed := redisstore.New(fixedC)
-	control := redisstore.New(controlC, redisstore.WithFailoverReload(-1))
+	fixed := redisstore.MustNew(t, fixedC)
+	control := redisstore.MustNew(t, controlC, redisstore.WithFailoverReload(-1))
 	if _, ok := redisstore.Reloads(control); ok {
 		t.Fatal("WithFailoverReload(-1) still wraps the client")
 	}
@@ -219,8 +219,8 @@ func TestSentinelFailover(t *testing.T) {
 		name string
 		s    *redisstore.Store
 	}{
-		{"FailoverClient", redisstore.New(single)},
-		{"FailoverClusterClient", redisstore.New(multi)},
+		{"FailoverClient", redisstore.MustNew(t, single)},
+		{"FailoverClusterClient", redisstore.MustNew(t, multi)},
 	}
 	if _, ok := redisstore.Reloads(stores[1].s); !ok {
 		t.Fatal("the FailoverClusterClient is not wrapped")
@@ -264,7 +264,7 @@ func TestClusterRedirectIsNotAnOutage(t *testing.T) {
 	cl := testserver.RedisCluster(t)
 	slt := int(slot(appKey))
 	c := clusterClient(t, cl)
-	s := redisstore.New(c)
+	s := redisstore.MustNew(t, c)
 	if err := exercise(s); err != nil {
 		t.Fatalf("before the move: %v", err)
 	}
@@ -360,12 +360,12 @@ func isReplica(ctx context.Context, t *testing.T, srv *testserver.Server) bool {
 func TestFailoverWrapOnlyClusters(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer c.Close()
-	if _, ok := redisstore.Reloads(redisstore.New(c)); ok {
+	if _, ok := redisstore.Reloads(redisstore.MustNew(t, c)); ok {
 		t.Fatal("a *redis.Client was wrapped")
 	}
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
 	defer cc.Close()
-	if _, ok := redisstore.Reloads(redisstore.New(cc)); !ok {
+	if _, ok := redisstore.Reloads(redisstore.MustNew(t, cc)); !ok {
 		t.Fatal("a *redis.ClusterClient was not wrapped")
 	}
 }

@@ -3,7 +3,10 @@
 // node at a time grants a new one.
 //
 // It takes the client the application already has: a redis.UniversalClient
-// covers a single server, Sentinel and Cluster alike.
+// covers a single server, Sentinel and Cluster alike. The client stays the
+// caller's, who closes it after the Store: New does not dial it, and
+// Store.Close ends only the Store's own watches. (A Store from store.Open,
+// redis://... and the like, made its client and closes it: see open.go.)
 //
 // What is stored, and why:
 //
@@ -94,7 +97,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -107,32 +113,51 @@ import (
 const backend = "redisstore"
 
 // DefaultPrefix is prepended to every key unless WithPrefix says otherwise.
+// It is exported so that operators can find the records (and, in Redis
+// Cluster, compute their slot) of a store made without WithPrefix, such as
+// one from store.Open.
 const DefaultPrefix = "wechatconf:"
 
 // lockSuffix names a key's lease record, beside the item.
 const lockSuffix = ":lock"
 
-// Store is a store.Store backed by Redis. It also implements store.Watcher,
-// and its leases implement store.Extender. A Store holds no resources of its
-// own beyond what Watch starts (and ctx stops): the client stays the
-// caller's to close. It is safe for concurrent use.
+// Store is a store.Store backed by Redis. It also implements store.Watcher
+// and io.Closer, and its leases implement store.Extender. It is safe for
+// concurrent use.
+//
+// The client is the caller's: New does not dial it and Close does not close
+// it. Close ends only what the Store started, its Watch subscriptions.
 type Store struct {
 	c        redis.UniversalClient
+	prefix   string
+	chPrefix string
+
+	closed atomic.Bool
+	done   context.Context // cancelled by Close: ends every Watch
+	stop   context.CancelFunc
+
+	// closeClient, set when store.Open made the client, closes it.
+	closeClient func() error
+	closeOnce   sync.Once
+	closeErr    error
+}
+
+// Option configures New.
+type Option func(*config)
+
+type config struct {
 	prefix   string
 	chPrefix string
 	chSet    bool
 	fo       failoverConfig // see failover.go
 }
 
-// Option configures a Store.
-type Option func(*Store)
-
 // WithPrefix sets the string prepended to every key, DefaultPrefix
 // ("wechatconf:") unless set. Give each deployment sharing a server its own
 // prefix. The empty prefix is allowed. Do not put braces in it: in Redis
 // Cluster the braces in the key must decide the hash slot.
 func WithPrefix(p string) Option {
-	return func(s *Store) { s.prefix = p }
+	return func(c *config) { c.prefix = p }
 }
 
 // WithChannelPrefix sets the string prepended to a key to name its pub/sub
@@ -140,25 +165,87 @@ func WithPrefix(p string) Option {
 // namespaces in Redis, so the channel may share the item key's name). Use it
 // when Redis ACLs allow this client only certain channel patterns.
 func WithChannelPrefix(p string) Option {
-	return func(s *Store) { s.chPrefix, s.chSet = p, true }
+	return func(c *config) { c.chPrefix, c.chSet = p, true }
 }
 
-// New returns a Store that keeps items and leases in Redis through c.
-func New(c redis.UniversalClient, opts ...Option) *Store {
-	s := &Store{c: c, prefix: DefaultPrefix}
+// New returns a Store that keeps items and leases in Redis through c. It
+// does not talk to Redis: an unreachable server shows in the first
+// operation's error. A nil c is an error.
+func New(c redis.UniversalClient, opts ...Option) (*Store, error) {
+	if nilClient(c) {
+		return nil, errors.New("redisstore: New: client is nil")
+	}
+	cfg := config{prefix: DefaultPrefix}
 	for _, o := range opts {
-		o(s)
+		if o != nil {
+			o(&cfg)
+		}
 	}
-	if !s.chSet {
-		s.chPrefix = s.prefix
+	if !cfg.chSet {
+		cfg.chPrefix = cfg.prefix
 	}
-	s.c = s.fo.wrap(s.c) // failover.go: reload and repeat on a ClusterClient
-	return s
+	done, stop := context.WithCancel(context.Background())
+	return &Store{
+		c:        cfg.fo.wrap(c), // failover.go: reload and repeat on a ClusterClient
+		prefix:   cfg.prefix,
+		chPrefix: cfg.chPrefix,
+		done:     done,
+		stop:     stop,
+	}, nil
+}
+
+// nilClient reports whether c is nil, or a nil pointer of one of go-redis's
+// client types in a non-nil interface, which would panic at the first call.
+func nilClient(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case nil:
+		return true
+	case *redis.Client:
+		return c == nil
+	case *redis.ClusterClient:
+		return c == nil
+	case *redis.Ring:
+		return c == nil
+	}
+	return false
+}
+
+// Close ends every Watch (their channels are closed) and makes every later
+// operation, on the Store and on its leases, fail with an error matching
+// store.ErrClosed. It does not close a client given to New, which stays the
+// caller's; a Store from store.Open closes the client it made. Close is
+// idempotent.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.stop()
+		if s.closeClient != nil {
+			if err := s.closeClient(); err != nil {
+				s.closeErr = fmt.Errorf("redisstore: close: %w", err)
+			}
+		}
+	})
+	return s.closeErr
+}
+
+// begin checks what every operation checks before it reaches Redis.
+func (s *Store) begin(ctx context.Context, op, key string) error {
+	if ctx == nil {
+		return opErr(op, key, errors.New("nil context"))
+	}
+	if err := ctx.Err(); err != nil {
+		return opErr(op, key, err)
+	}
+	if s.closed.Load() {
+		return opErr(op, key, store.ErrClosed)
+	}
+	return nil
 }
 
 var (
 	_ store.Store    = (*Store)(nil)
 	_ store.Watcher  = (*Store)(nil)
+	_ io.Closer      = (*Store)(nil)
 	_ store.Extender = (*lease)(nil)
 )
 
@@ -246,12 +333,12 @@ func opErr(op, key string, err error) error {
 // store.ErrMalformed. Any other error means Redis could not be read; it is
 // a *store.OpError.
 func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Item{}, opErr("get", key, err)
+	if err := s.begin(ctx, "get", key); err != nil {
+		return store.Item{}, err
 	}
 	rec, err := s.c.Get(ctx, s.prefix+key).Result()
 	if err == redis.Nil {
-		return store.Item{}, store.ErrNotFound
+		return store.Item{}, opErr("get", key, store.ErrNotFound)
 	}
 	if wrongType(err) {
 		return store.Item{}, opErr("get", key, fmt.Errorf("%w: %w", store.ErrMalformed, err))
@@ -264,7 +351,7 @@ func (s *Store) Get(ctx context.Context, key string) (store.Item, error) {
 		return store.Item{}, opErr("get", key, err)
 	}
 	if !it.ExpiresAt.After(time.Now()) {
-		return store.Item{}, store.ErrNotFound
+		return store.Item{}, opErr("get", key, store.ErrNotFound)
 	}
 	return it, nil
 }
@@ -282,8 +369,8 @@ func wrongType(err error) bool {
 // stored record that cannot be decoded, or that is not Plausible at this
 // node's clock, is overwritten whatever its expiry.
 func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
-	if err := ctx.Err(); err != nil {
-		return opErr("set", key, err)
+	if err := s.begin(ctx, "set", key); err != nil {
+		return err
 	}
 	now := time.Now()
 	left := item.ExpiresAt.Sub(now)
@@ -319,8 +406,8 @@ func runSet(ctx context.Context, c redis.Scripter, full string, rec []byte, ttlM
 // another holder's lease is live. A lock key without a TTL is no lease and
 // is taken over. The lease implements store.Extender.
 func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.Lease, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, opErr("lock", key, err)
+	if err := s.begin(ctx, "lock", key); err != nil {
+		return nil, err
 	}
 	if ttl <= 0 {
 		return nil, opErr("lock", key, fmt.Errorf("ttl %v must be positive", ttl))
@@ -331,7 +418,7 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 		return nil, opErr("lock", key, err)
 	}
 	if n != 1 {
-		return nil, store.ErrLocked
+		return nil, opErr("lock", key, store.ErrLocked)
 	}
 	return l, nil
 }
@@ -347,9 +434,13 @@ func (s *Store) Lock(ctx context.Context, key string, ttl time.Duration) (store.
 // the store again. The subscription is closed, its goroutines end and the
 // channel is closed when ctx is done.
 func (s *Store) Watch(ctx context.Context, key string) (<-chan struct{}, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, opErr("watch", key, err)
+	if err := s.begin(ctx, "watch", key); err != nil {
+		return nil, err
 	}
+	// The watch ends with ctx or with Close, whichever comes first.
+	ctx, cancel := context.WithCancel(ctx)
+	unhook := context.AfterFunc(s.done, cancel)
+	release := func() { unhook(); cancel() }
 	sub := s.c.Subscribe(ctx, s.chPrefix+key)
 	// Closing the subscription when ctx ends unblocks Receive below and,
 	// later, ends the message pump.
@@ -364,14 +455,18 @@ func (s *Store) Watch(ctx context.Context, key string) (<-chan struct{}, error) 
 		if stop() {
 			_ = sub.Close()
 		}
-		if cerr := ctx.Err(); cerr != nil {
+		if s.closed.Load() {
+			err = store.ErrClosed
+		} else if cerr := ctx.Err(); cerr != nil {
 			err = cerr
 		}
+		release()
 		return nil, opErr("watch", key, err)
 	}
 	in := sub.ChannelWithSubscriptions()
 	out := make(chan struct{}, 1)
 	go func() {
+		defer release()
 		defer close(out)
 		// Drain until go-redis closes in, after sub.Close: its pump
 		// must not stay blocked on a full channel.
@@ -397,8 +492,8 @@ type lease struct {
 // value under the lock key (a Lua compare-then-delete). Releasing a lease
 // that expired, was taken over or was already released returns nil.
 func (l *lease) Unlock(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return opErr("unlock", l.key, err)
+	if err := l.s.begin(ctx, "unlock", l.key); err != nil {
+		return err
 	}
 	if err := unlockScript.Run(ctx, l.s.c, []string{l.lockKey}, l.owner).Err(); err != nil {
 		return opErr("unlock", l.key, err)
@@ -410,8 +505,8 @@ func (l *lease) Unlock(ctx context.Context) error {
 // millisecond) while it is still ours, or returns an error matching
 // store.ErrLeaseLost.
 func (l *lease) Extend(ctx context.Context, ttl time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return opErr("extend", l.key, err)
+	if err := l.s.begin(ctx, "extend", l.key); err != nil {
+		return err
 	}
 	if ttl <= 0 {
 		return opErr("extend", l.key, fmt.Errorf("ttl %v must be positive", ttl))

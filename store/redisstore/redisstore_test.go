@@ -42,7 +42,7 @@ func newStore(t testing.TB) (*testserver.Server, *redis.Client, *redisstore.Stor
 	t.Helper()
 	srv, c := newClient(t)
 	p := uniquePrefix(t)
-	return srv, c, redisstore.New(c, redisstore.WithPrefix(p)), p
+	return srv, c, redisstore.MustNew(t, c, redisstore.WithPrefix(p)), p
 }
 
 // TestRecords checks what follows from keeping items as internal/record
@@ -54,7 +54,7 @@ func TestRecords(t *testing.T) {
 		Name: "redisstore",
 		New: func(t *testing.T) (store.Store, string) {
 			p := uniquePrefix(t)
-			return redisstore.New(c, redisstore.WithPrefix(p)), p
+			return redisstore.MustNew(t, c, redisstore.WithPrefix(p)), p
 		},
 		Raw: func(t *testing.T, full string) ([]byte, bool) {
 			rec, err := c.Get(t.Context(), full).Bytes()
@@ -94,7 +94,7 @@ func TestItemTTL(t *testing.T) {
 func TestDefaultPrefix(t *testing.T) {
 	ctx := context.Background()
 	_, c := newClient(t)
-	s := redisstore.New(c)
+	s := redisstore.MustNew(t, c)
 	if err := s.Set(ctx, key, store.Item{Value: "v", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestLease(t *testing.T) {
 	if pttl <= 0 || pttl > time.Minute {
 		t.Fatalf("lock PTTL = %v, want in (0, 1m]", pttl)
 	}
-	if _, err := s.Lock(ctx, key, time.Minute); err != store.ErrLocked {
+	if _, err := s.Lock(ctx, key, time.Minute); !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("second Lock: err = %v, want ErrLocked", err)
 	}
 	// The lease lives apart from the item.
@@ -193,7 +193,7 @@ func TestStaleHolder(t *testing.T) {
 	if pttl, _ := c.PTTL(ctx, lockKey).Result(); pttl > time.Minute {
 		t.Fatalf("stale Extend changed the new holder's TTL to %v", pttl)
 	}
-	if _, err := s.Lock(ctx, key, time.Minute); err != store.ErrLocked {
+	if _, err := s.Lock(ctx, key, time.Minute); !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("Lock: %v, want ErrLocked (the new holder's lease must stand)", err)
 	}
 	if err := cur.Unlock(ctx); err != nil {
@@ -279,7 +279,7 @@ func TestCancelledContext(t *testing.T) {
 	if _, err := s.Get(context.Background(), key); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Set with cancelled ctx wrote: %v", err)
 	}
-	if _, err := s.Lock(context.Background(), key, time.Minute); err != store.ErrLocked {
+	if _, err := s.Lock(context.Background(), key, time.Minute); !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("Unlock with cancelled ctx released: %v", err)
 	}
 }
@@ -391,7 +391,7 @@ func TestWatch(t *testing.T) {
 	// Another node: its own client, the same server and prefix.
 	c2 := redis.NewClient(&redis.Options{Addr: c.Options().Addr})
 	defer c2.Close()
-	other := redisstore.New(c2, redisstore.WithPrefix(p))
+	other := redisstore.MustNew(t, c2, redisstore.WithPrefix(p))
 
 	before := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -470,7 +470,7 @@ func TestSetPublishesOnlyWhenItWrites(t *testing.T) {
 func TestWatchChannelPrefix(t *testing.T) {
 	ctx := context.Background()
 	_, c := newClient(t)
-	s := redisstore.New(c, redisstore.WithPrefix("k:"), redisstore.WithChannelPrefix("events:"))
+	s := redisstore.MustNew(t, c, redisstore.WithPrefix("k:"), redisstore.WithChannelPrefix("events:"))
 	sub := c.Subscribe(ctx, "events:"+key)
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
@@ -568,7 +568,7 @@ func TestClusterSlots(t *testing.T) {
 	ctx := context.Background()
 	_, c := newClient(t)
 	const p = "myapp:"
-	s := redisstore.New(c, redisstore.WithPrefix(p))
+	s := redisstore.MustNew(t, c, redisstore.WithPrefix(p))
 	// Take a lease and set an item, then look at the key names Redis holds.
 	l, err := s.Lock(ctx, key, time.Minute)
 	if err != nil {

@@ -58,8 +58,22 @@ func (f *faulty) Get(ctx context.Context, key string) (store.Item, error) {
 			return store.Item{}, nil
 		}
 		return it, err
+	case "bare-not-found":
+		it, err := f.Memory.Get(ctx, key)
+		if errors.Is(err, store.ErrNotFound) {
+			return store.Item{}, store.ErrNotFound
+		}
+		return it, err
 	}
 	return f.Memory.Get(f.ctx(ctx), key)
+}
+
+// Close closes the Memory, unless the fault is that Close forgets to.
+func (f *faulty) Close() error {
+	if f.fault == "close-forgets" {
+		return nil
+	}
+	return f.Memory.Close()
 }
 
 func (f *faulty) Set(ctx context.Context, key string, item store.Item) error {
@@ -232,6 +246,8 @@ func TestRunCatchesFaults(t *testing.T) {
 		{"", "", ""},
 		{"truncate-seconds", "to the millisecond", ""},
 		{"miss-is-nil", "ErrNotFound: Get", ""},
+		{"bare-not-found", "want a *store.OpError wrapping", "/^Shape$/"},
+		{"close-forgets", "close: after Close: get", "/^Shape$/"},
 		{"lock-always", "exactly one of 64 concurrent contenders", ""},
 		{"lease-short", "the lease must hold for its whole TTL", ""},
 		{"unlock-any", "stale holder must not release", ""},
