@@ -298,7 +298,7 @@ func (c *Crypto) LogValue() slog.Value {
 	)
 }
 
-// redact matches store.Redact's format; it is repeated here so that this
+// redact matches internal/secret.Redact's format; it is repeated here so that this
 // package depends on the standard library alone.
 func redact(s string) string { return redactLen(len(s)) }
 
