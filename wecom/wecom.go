@@ -278,7 +278,7 @@ func New(corpID, secret string, opts ...Option) (*App, error) {
 			return nil, err
 		}
 	}
-	if err := checkCorpID(corpID); err != nil {
+	if err := ValidateCorpID(corpID); err != nil {
 		return nil, err
 	}
 	if secret == "" && (!cfg.refreshOnly || cfg.agentID == 0) {
@@ -336,10 +336,10 @@ func New(corpID, secret string, opts ...Option) (*App, error) {
 	return a, nil
 }
 
-// checkCorpID refuses what no CorpID is, so that every backend's key rules
-// hold: CorpIDs are short ASCII letters and digits ("ww" or "wx" and 16
-// more).
-func checkCorpID(id string) error {
+// ValidateCorpID refuses what no CorpID is, so that every backend's key
+// rules hold: CorpIDs are short ASCII letters and digits ("ww" or "wx" and
+// 16 more). The error says what is wrong.
+func ValidateCorpID(id string) error {
 	if id == "" {
 		return fmt.Errorf("%w: empty CorpID", ErrNeedParam)
 	}

@@ -20,11 +20,17 @@ func (e *cmdEnv) withTimeout(ctx context.Context) (context.Context, context.Canc
 // runToken prints a valid access token and a newline: nothing else goes to
 // stdout, so that $(wechatconf token) is the token.
 func runToken(ctx context.Context, e *cmdEnv) error {
+	if e.wecom != nil {
+		return runWeCom(ctx, e)
+	}
 	return printCredential(ctx, e, conf.AccessToken)
 }
 
 // runTicket prints a valid ticket of --type.
 func runTicket(ctx context.Context, e *cmdEnv) error {
+	if e.wecom != nil {
+		return runWeCom(ctx, e)
+	}
 	kind, err := ticketKind(e.o.ticketType)
 	if err != nil {
 		return err
@@ -45,6 +51,9 @@ func printCredential(ctx context.Context, e *cmdEnv, kind conf.Kind) error {
 
 // runSign prints the JSON that a page passes to wx.config.
 func runSign(ctx context.Context, e *cmdEnv) error {
+	if e.wecom != nil {
+		return runWeCom(ctx, e)
+	}
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
 	cfg, err := e.conf.JSConfig(ctx, e.o.pageURL)

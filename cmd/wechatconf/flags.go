@@ -18,6 +18,8 @@ const (
 	envStore     = "WECHATCONF_STORE"
 	envAPIBase   = "WECHATCONF_API_BASE"
 	envServerKey = "WECHATCONF_SERVER_KEY"
+	envCorpID    = "WECOM_CORPID"
+	envAgentID   = "WECOM_AGENTID"
 )
 
 // Defaults of the flags.
@@ -44,6 +46,9 @@ type options struct {
 	maxConns                  int           // serve: connections held at once
 	ticketType                string        // ticket
 	pageURL                   string        // sign
+	agentConfig               bool          // sign: wx.agentConfig (WeCom)
+	corpID                    string        // WeCom
+	agentID                   int64         // WeCom
 
 	set map[string]bool // flags given on the command line
 }
@@ -59,6 +64,8 @@ func newFlagSet(cmd *command, o *options) *flagSet {
 	fs := &flagSet{FlagSet: flag.NewFlagSet("wechatconf "+cmd.name, flag.ContinueOnError), cmd: cmd}
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.appID, "appid", "", "the Official Account's AppID (env "+envAppID+")")
+	fs.StringVar(&o.corpID, "corpid", "", "a WeCom (企业微信) corp's CorpID instead of an AppID: --secret is then the app's secret (env "+envCorpID+")")
+	fs.Int64Var(&o.agentID, "agentid", 0, "with --corpid: the app's AgentID; leave out for the contacts or customer-contact secret (env "+envAgentID+")")
 	fs.StringVar(&o.secret, "secret", "", "the AppSecret; prefer --secret-file, since other users can read the command line (env "+envSecret+")")
 	fs.StringVar(&o.secretFile, "secret-file", "", "read the AppSecret from this file (surrounding whitespace is ignored)")
 	fs.StringVar(&o.storeURL, "store", "", "where credentials are shared (env "+envStore+"; default bolt: in the user's cache directory):\n"+
@@ -85,11 +92,12 @@ func newFlagSet(cmd *command, o *options) *flagSet {
 }
 
 func ticketFlags(fs *flagSet, o *options) {
-	fs.StringVar(&o.ticketType, "type", "jsapi", "ticket type: jsapi or wx_card")
+	fs.StringVar(&o.ticketType, "type", "jsapi", "ticket type: jsapi or wx_card; with --corpid: jsapi (the corp ticket) or agent_config")
 }
 
 func signFlags(fs *flagSet, o *options) {
 	fs.StringVar(&o.pageURL, "url", "", "the full URL of the page that calls wx.config (required; its #fragment is dropped)")
+	fs.BoolVar(&o.agentConfig, "agent", false, "with --corpid: sign for wx.agentConfig with the app's agent ticket instead of wx.config")
 }
 
 func serveFlags(fs *flagSet, o *options) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wechatconf/wechatconf/conf"
 	"github.com/wechatconf/wechatconf/wechattest"
+	"github.com/wechatconf/wechatconf/wecom"
 )
 
 // cmdEnv is what a command runs with: its options, a ready Conf and the
@@ -24,6 +25,7 @@ type cmdEnv struct {
 	stdout, stderr io.Writer
 	log            *slog.Logger
 	conf           *conf.Conf
+	wecom          *wecom.App // with --corpid, instead of conf
 	metrics        *metrics
 	appID          string
 	storeDesc      string   // the store URL without its password
@@ -62,7 +64,16 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 		}
 	}()
 
-	if err := checkCommandFlags(cmd, o); err != nil {
+	corpID := corpIDOf(o, getenv)
+	if corpID != "" {
+		if err := checkWeComFlags(cmd, o); err != nil {
+			return nil, err
+		}
+		if err := wecom.ValidateCorpID(corpID); err != nil {
+			return nil, usagef("--corpid: %v", err)
+		}
+	}
+	if err := checkCommandFlags(cmd, o, corpID != ""); err != nil {
 		return nil, err
 	}
 	// serve refuses secret files others can read unless told otherwise;
@@ -70,9 +81,22 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 	files := fileCheck{strict: cmd.name == "serve" && !o.loosePerms, warn: func(msg string) {
 		fmt.Fprintln(stderr, "wechatconf: warning: "+msg)
 	}}
-	appID, secret, err := credentials(o, getenv, files)
+	var agentID int64
+	if corpID != "" {
+		if agentID, err = agentIDOf(o, getenv); err != nil {
+			return nil, err
+		}
+	}
+	appID, secret, err := credentials(o, getenv, files, corpID != "")
 	if err != nil {
 		return nil, err
+	}
+	if corpID != "" && o.dev && secret == "" {
+		// The fake's own secret, and its app's AgentID unless one is given.
+		secret = wechattest.DefaultAgentSecret
+		if agentID == 0 {
+			agentID = wechattest.DefaultAgentID
+		}
 	}
 	e.appID = appID
 	bases, err := apiBases(o, getenv)
@@ -95,10 +119,14 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 	e.log = newLogger(cmd, o, stderr)
 
 	if o.dev {
-		fake := wechattest.NewServer(wechattest.WithApp(appID, secret))
-		e.closers = append(e.closers, func() error { fake.Close(); return nil })
-		bases = []string{fake.URL()}
-		fmt.Fprintf(stderr, "wechatconf: dev mode: fake WeChat API at %s (AppID %s)\n", fake.URL(), appID)
+		if corpID != "" {
+			bases = []string{devWeCom(e, corpID, agentID, secret)}
+		} else {
+			fake := wechattest.NewServer(wechattest.WithApp(appID, secret))
+			e.closers = append(e.closers, func() error { fake.Close(); return nil })
+			bases = []string{fake.URL()}
+			fmt.Fprintf(stderr, "wechatconf: dev mode: fake WeChat API at %s (AppID %s)\n", fake.URL(), appID)
+		}
 		if storeURL == "" {
 			dir, err := os.MkdirTemp("", "wechatconf-dev-")
 			if err != nil {
@@ -139,6 +167,9 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 	}
 	e.closers = append(e.closers, closeStore)
 
+	if corpID != "" {
+		return e, newWeComApp(e, corpID, agentID, secret, st, bases)
+	}
 	opts := []conf.Option{
 		conf.WithAppID(appID, secret),
 		conf.WithStore(st),
@@ -160,11 +191,15 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 	return e, nil
 }
 
-// checkCommandFlags checks the flags that belong to one command.
-func checkCommandFlags(cmd *command, o *options) error {
+// checkCommandFlags checks the flags that belong to one command (WeCom's
+// ticket types are checked by checkWeComFlags).
+func checkCommandFlags(cmd *command, o *options, weCom bool) error {
+	if !weCom && (o.set["agentid"] || o.agentConfig) {
+		return usagef("--agentid and --agent are for a WeCom app: give --corpid too")
+	}
 	switch cmd.name {
 	case "ticket":
-		if _, err := ticketKind(o.ticketType); err != nil {
+		if _, err := ticketKind(o.ticketType); err != nil && !weCom {
 			return err
 		}
 	case "serve":
@@ -184,10 +219,13 @@ func checkCommandFlags(cmd *command, o *options) error {
 
 // credentials resolves the AppID and AppSecret from flags, the secret file
 // and the environment. --dev defaults to the fake's own app.
-func credentials(o *options, getenv func(string) string, files fileCheck) (appID, secret string, err error) {
+func credentials(o *options, getenv func(string) string, files fileCheck, weCom bool) (appID, secret string, err error) {
 	appID = o.appID
 	if !o.set["appid"] {
 		appID = getenv(envAppID)
+	}
+	if weCom {
+		appID = "" // the CorpID names the app
 	}
 	switch {
 	case o.set["secret"] && o.set["secret-file"]:
@@ -202,6 +240,12 @@ func credentials(o *options, getenv func(string) string, files fileCheck) (appID
 		secret = getenv(envSecret)
 	}
 	appID = strings.TrimSpace(appID)
+	if weCom {
+		if secret == "" && !o.dev {
+			return "", "", usagef("missing the WeCom app's secret: give --secret-file (or --secret, or set %s)", envSecret)
+		}
+		return "", secret, nil
+	}
 	if o.dev && appID == "" && secret == "" {
 		appID, secret = wechattest.DefaultAppID, wechattest.DefaultAppSecret
 	}
