@@ -6,7 +6,7 @@
 // covers a single server, Sentinel and Cluster alike. The client stays the
 // caller's, who closes it after the Store: New does not dial it, and
 // Store.Close ends only the Store's own watches. (A Store from store.Open,
-// redis://... and the like, made its client and closes it: see open.go.)
+// redis://... and the like, made its client and closes it.)
 //
 // What is stored, and why:
 //
