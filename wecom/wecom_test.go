@@ -16,6 +16,7 @@ import (
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/wechatconf/wechatconf/store"
 	"github.com/wechatconf/wechatconf/wechattest"
@@ -344,4 +345,32 @@ func TestCallbackURLCheck(t *testing.T) {
 	if _, err := plain.Crypto(); !errors.Is(err, wecom.ErrNeedParam) {
 		t.Fatalf("Crypto without WithCallback: %v; want ErrNeedParam", err)
 	}
+}
+
+// gettoken returns the same token while it is valid, so the engine cannot
+// refresh early: through two whole cycles of continuous calls every call
+// gets a token WeCom accepts, and a new token is issued once per cycle.
+func TestSameTokenOnRepeatThroughCycles(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := fakeWeCom()
+		a := newApp(t, fake, store.NewMemory(), corp, secret, wecom.WithAgentID(agent))
+		calls, bad := 0, 0
+		for range int(2 * wechattest.DefaultWeComTokenTTL / time.Second) {
+			tok, err := a.AccessToken(t.Context())
+			calls++
+			if err != nil || !fake.Valid(tok) {
+				bad++
+				if bad < 5 {
+					t.Errorf("call %d at %v: %v (valid %v)", calls, time.Now().Format(time.TimeOnly), err, fake.Valid(tok))
+				}
+			}
+			time.Sleep(time.Second)
+			synctest.Wait()
+		}
+		s := fake.Stats()
+		t.Logf("%d calls over 2 cycles: %d new tokens, %d repeat gettoken answers, %d refused", calls, s.TokenGrants, s.TokenRepeats, bad)
+		if s.TokenGrants != 2 {
+			t.Fatalf("%d new tokens over 2 cycles; want 2", s.TokenGrants)
+		}
+	})
 }
