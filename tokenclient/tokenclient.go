@@ -195,7 +195,7 @@ func (c *Client) Get(ctx context.Context, name string) (store.Item, error) {
 	if err != nil {
 		return store.Item{}, err
 	}
-	return c.call(ctx, name, http.MethodGet, path, typ, nil)
+	return c.call(ctx, name, http.MethodGet, path, typ, nil, "")
 }
 
 // Invalidate reports that WeChat rejected the credential rejected, called
@@ -231,7 +231,7 @@ func (c *Client) Invalidate(ctx context.Context, name, rejected string) (store.I
 		return store.Item{}, fmt.Errorf("tokenclient: Invalidate %s: %w", name, err)
 	}
 	_, typ, _ := endpoint(name)
-	item, err := c.call(ctx, name, http.MethodPost, "/v1/invalidate", typ, body)
+	item, err := c.call(ctx, name, http.MethodPost, "/v1/invalidate", typ, body, rejected)
 	var le *credential.RefreshLimitedError
 	if errors.As(err, &le) {
 		c.limitMu.Lock()
@@ -339,8 +339,9 @@ type answer struct {
 }
 
 // call sends one request to the servers in turn, until one answers with
-// anything but a network error or a 5xx, within the total bound.
-func (c *Client) call(ctx context.Context, name, method, path, typ string, body []byte) (store.Item, error) {
+// anything but a network error or a 5xx, within the total bound. hide is a
+// credential the request carries, never to be shown in an error.
+func (c *Client) call(ctx context.Context, name, method, path, typ string, body []byte, hide string) (store.Item, error) {
 	op := method + " " + strings.SplitN(path, "?", 2)[0]
 	if method == http.MethodPost {
 		op += " " + name
@@ -352,7 +353,7 @@ func (c *Client) call(ctx context.Context, name, method, path, typ string, body 
 	var errs []error
 	for i := range n {
 		idx := (first + i) % n
-		item, err, next := c.try(ctx, idx, name, method, path, typ, op, body)
+		item, next, err := c.try(ctx, idx, name, method, path, typ, op, body, hide)
 		if err == nil {
 			c.start.Store(int32(idx))
 			return item, nil
@@ -375,7 +376,7 @@ func (c *Client) call(ctx context.Context, name, method, path, typ string, body 
 
 // try sends the request to server idx. next reports whether the next
 // server should be tried.
-func (c *Client) try(ctx context.Context, idx int, name, method, path, typ, op string, body []byte) (item store.Item, err error, next bool) {
+func (c *Client) try(ctx context.Context, idx int, name, method, path, typ, op string, body []byte, hide string) (item store.Item, next bool, err error) {
 	host := c.hosts[idx]
 	rctx, cancel := context.WithTimeout(ctx, c.perReq)
 	defer cancel()
@@ -385,7 +386,7 @@ func (c *Client) try(ctx context.Context, idx int, name, method, path, typ, op s
 	}
 	req, err := http.NewRequestWithContext(rctx, method, c.bases[idx]+path, rd)
 	if err != nil {
-		return store.Item{}, fmt.Errorf("tokenclient: %s at %s: %w", op, host, err), false
+		return store.Item{}, false, fmt.Errorf("tokenclient: %s at %s: %w", op, host, err)
 	}
 	req.Header.Set("Authorization", c.auth)
 	req.Header.Set("Accept", "application/json")
@@ -402,12 +403,12 @@ func (c *Client) try(ctx context.Context, idx int, name, method, path, typ, op s
 		if rctx.Err() != nil && ctx.Err() == nil {
 			err = fmt.Errorf("no answer within %v (Config.RequestTimeout): %w", c.perReq, err)
 		}
-		return store.Item{}, fmt.Errorf("tokenclient: %s at %s: %w", op, host, err), true
+		return store.Item{}, true, fmt.Errorf("tokenclient: %s at %s: %w", op, host, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return store.Item{}, fmt.Errorf("tokenclient: %s at %s: reading the answer: %w", op, host, err), true
+		return store.Item{}, true, fmt.Errorf("tokenclient: %s at %s: reading the answer: %w", op, host, err)
 	}
 	var a answer
 	jerr := json.Unmarshal(raw, &a)
@@ -416,18 +417,18 @@ func (c *Client) try(ctx context.Context, idx int, name, method, path, typ, op s
 	}
 	if resp.StatusCode != http.StatusOK {
 		if resp.StatusCode == http.StatusTooManyRequests {
-			next := start.Add(retryAfter(resp.Header.Get("Retry-After"), start))
-			return store.Item{}, fmt.Errorf("tokenclient: %s at %s: HTTP 429: %w", op, host,
-				&credential.RefreshLimitedError{Name: name, Next: next}), false
+			until := start.Add(retryAfter(resp.Header.Get("Retry-After"), start))
+			return store.Item{}, false, fmt.Errorf("tokenclient: %s at %s: HTTP 429: %w", op, host,
+				&credential.RefreshLimitedError{Name: name, Next: until})
 		}
 		se := &StatusError{Server: host, Op: op, StatusCode: resp.StatusCode, ErrCode: a.ErrCode}
 		if jerr == nil {
-			se.Message = c.clean(a.Error)
+			se.Message = c.clean(a.Error, hide)
 		}
-		return store.Item{}, se, se.Temporary()
+		return store.Item{}, se.Temporary(), se
 	}
 	if jerr != nil {
-		return store.Item{}, fmt.Errorf("tokenclient: %s at %s: the answer is not the token server's JSON (%d bytes)", op, host, len(raw)), true
+		return store.Item{}, true, fmt.Errorf("tokenclient: %s at %s: the answer is not the token server's JSON (%d bytes)", op, host, len(raw))
 	}
 	value := a.Ticket
 	if name == "access_token" || (value == "" && typ == "") {
@@ -435,19 +436,23 @@ func (c *Client) try(ctx context.Context, idx int, name, method, path, typ, op s
 	}
 	switch {
 	case value == "":
-		return store.Item{}, fmt.Errorf("tokenclient: %s at %s: the answer holds no %s", op, host, name), true
+		return store.Item{}, true, fmt.Errorf("tokenclient: %s at %s: the answer holds no %s", op, host, name)
 	case typ != "" && a.Type != typ:
-		return store.Item{}, fmt.Errorf("tokenclient: %s at %s: asked for a %s ticket, got type %q", op, host, typ, c.clean(a.Type)), false
+		return store.Item{}, false, fmt.Errorf("tokenclient: %s at %s: asked for a %s ticket, got type %q", op, host, typ, c.clean(a.Type, hide))
 	case a.ExpiresIn <= 0:
-		return store.Item{}, fmt.Errorf("tokenclient: %s at %s: the %s served is expired (expires_in %d)", op, host, name, a.ExpiresIn), true
+		return store.Item{}, true, fmt.Errorf("tokenclient: %s at %s: the %s served is expired (expires_in %d)", op, host, name, a.ExpiresIn)
 	}
-	return store.Item{Value: value, ExpiresAt: start.Add(time.Duration(a.ExpiresIn) * time.Second)}, nil, false
+	return store.Item{Value: value, ExpiresAt: start.Add(time.Duration(a.ExpiresIn) * time.Second)}, false, nil
 }
 
 // clean makes a server's text fit for an error: bounded, printable, and
-// never the key (a server could echo what it was sent).
-func (c *Client) clean(s string) string {
+// never the key or the credential hide (a server could echo what it was
+// sent).
+func (c *Client) clean(s, hide string) string {
 	s = strings.ReplaceAll(s, c.key, "<key>")
+	if hide != "" {
+		s = strings.ReplaceAll(s, hide, "<credential>")
+	}
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -432,7 +433,19 @@ func TestRefusesOddAnswers(t *testing.T) {
 			}
 			noSecret(t, tc.name, err.Error(), "TOKEN-X", testKey)
 		}
-		tc := newCluster(t).client(t, "http://tok1")
+		cl := newCluster(t)
+		cl.net.set("tok1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			writeJSON(w, 400, map[string]string{"error": "bad body " + string(body)})
+		}))
+		_, err := cl.client(t, "http://tok1").Invalidate(t.Context(), "access_token", "TOKEN-X")
+		var se *tokenclient.StatusError
+		if !errors.As(err, &se) || se.StatusCode != 400 {
+			t.Errorf("echoed report: %v; want a 400 StatusError", err)
+		} else {
+			noSecret(t, "an echoed report", err.Error(), "TOKEN-X", testKey)
+		}
+		tc := cl.client(t, "http://tok1")
 		if _, err := tc.Get(t.Context(), "../admin"); err == nil {
 			t.Error("a name that is not a credential's was sent")
 		}
