@@ -6,12 +6,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/wechatconf/wechatconf/conf"
 	"github.com/wechatconf/wechatconf/tokenclient"
@@ -20,8 +22,9 @@ import (
 
 // Eight business nodes fed by serve (its first URL a closed port): one
 // grant of each credential; WeChat revokes the token, the nodes see 40001
-// through Do and report it: one more grant; serve restarts on the same
-// store: the nodes keep their tokens and the new process serves the same.
+// through Do and report it: one more grant; revoked again at once: 429,
+// the forced-refresh limit; serve restarts on the same store: the nodes
+// keep their tokens and the new process serves the same.
 func TestE2ETokenClient(t *testing.T) {
 	fake := newFake(t)
 	key := "e2e-server-key-0123456789abcdef"
@@ -82,6 +85,24 @@ func TestE2ETokenClient(t *testing.T) {
 		t.Errorf("%d grants after the revocation; want 2 in all", s.TokenGrants)
 	}
 	cur := fake.CurrentToken(appID)
+
+	// Revoked again at once: serve's forced-refresh limit answers 429, a
+	// RefreshLimitedError on the node, with serve's Retry-After.
+	fake.Revoke(appID)
+	start := time.Now()
+	err = nodes[0].Do(ctx, func(tok string) error { return callbackIP(ctx, fake.URL(), tok) })
+	var le *conf.RefreshLimitedError
+	if !errors.Is(err, conf.ErrRefreshLimited) || !errors.As(err, &le) {
+		t.Fatalf("a second revocation at once: %v; want ErrRefreshLimited", err)
+	}
+	if d := le.Next.Sub(start); d <= 0 || d > conf.DefaultForcedRefreshInterval+2*time.Second {
+		t.Errorf("Next is %v away; want within serve's forced-refresh interval", d)
+	}
+	for _, s := range []string{key, cur} {
+		if strings.Contains(err.Error(), s) {
+			t.Error("the error shows the key or the token")
+		}
+	}
 
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("serve exited %d", code)
