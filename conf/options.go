@@ -340,7 +340,9 @@ func WithRefreshOnly() Option {
 // WithRefreshFunc makes this node obtain credentials of kind from fn instead
 // of granting them at WeChat (the Python seed's access_token_refreshfunc and
 // jsapi_ticket_refreshfunc). What fn returns is kept in the store for the
-// node's peers.
+// node's peers. Pair it with WithInvalidateFunc so that WeChat's rejections
+// reach the source; package tokenclient's ConfOptions sets both for a
+// token server.
 func WithRefreshFunc(kind Kind, fn RefreshFunc) Option {
 	return func(c *config) error {
 		if !kind.valid() {
