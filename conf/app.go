@@ -43,6 +43,9 @@ func (c *Conf) newApp(appID, secret string) (*app, error) {
 		if fn := c.cfg.refresh[kind]; fn != nil {
 			cfg.Fetch = fn
 		}
+		if fn := c.cfg.invalidate[kind]; fn != nil {
+			cfg.Invalidate = fn
+		}
 		if !c.cfg.refreshOnly {
 			if kind == AccessToken {
 				cfg.Grant = c.grantToken(a)

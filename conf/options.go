@@ -35,6 +35,11 @@ type Option func(*config) error
 // never grant. See WithRefreshFunc.
 type RefreshFunc func(ctx context.Context) (store.Item, error)
 
+// InvalidateFunc returns a valid replacement for a credential WeChat
+// rejected, from somewhere other than WeChat: a token server's
+// compare-then-refresh (its POST /v1/invalidate). See WithInvalidateFunc.
+type InvalidateFunc func(ctx context.Context, rejected string) (store.Item, error)
+
 type config struct {
 	token, appID, appSecret string
 	mode                    string
@@ -53,6 +58,7 @@ type config struct {
 	observer                func(Event)
 	refreshOnly             bool
 	refresh                 [numKinds]RefreshFunc
+	invalidate              [numKinds]InvalidateFunc
 	seeds                   [numKinds]store.Item
 	busyRetries             int
 	busyBackoff             time.Duration
@@ -334,7 +340,9 @@ func WithRefreshOnly() Option {
 // WithRefreshFunc makes this node obtain credentials of kind from fn instead
 // of granting them at WeChat (the Python seed's access_token_refreshfunc and
 // jsapi_ticket_refreshfunc). What fn returns is kept in the store for the
-// node's peers.
+// node's peers. Pair it with WithInvalidateFunc so that WeChat's rejections
+// reach the source; package tokenclient's ConfOptions sets both for a
+// token server.
 func WithRefreshFunc(kind Kind, fn RefreshFunc) Option {
 	return func(c *config) error {
 		if !kind.valid() {
@@ -344,6 +352,26 @@ func WithRefreshFunc(kind Kind, fn RefreshFunc) Option {
 			return fmt.Errorf("conf: WithRefreshFunc: nil function for %s", kind)
 		}
 		c.refresh[kind] = fn
+		return nil
+	}
+}
+
+// WithInvalidateFunc goes with WithRefreshFunc: when WeChat rejects a
+// credential of kind (Invalidate, Do, Transport, a ticket's grant), fn is
+// called with the rejected value instead of the refresh function, so that
+// the source can replace it compare-then-refresh on its side; a refresh
+// function alone cannot know of the rejection and would hand the same value
+// back. It needs WithRefreshFunc for the same kind: without it, building
+// the app's credentials fails (in New, or SetAppIDAppSecret).
+func WithInvalidateFunc(kind Kind, fn InvalidateFunc) Option {
+	return func(c *config) error {
+		if !kind.valid() {
+			return fmt.Errorf("conf: WithInvalidateFunc: unknown kind %d", int(kind))
+		}
+		if fn == nil {
+			return fmt.Errorf("conf: WithInvalidateFunc: nil function for %s", kind)
+		}
+		c.invalidate[kind] = fn
 		return nil
 	}
 }

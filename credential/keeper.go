@@ -161,6 +161,12 @@ type Config struct {
 	// Fetch, when not nil, gets the credential from somewhere other than
 	// WeChat (the seed's refreshfunc): it replaces Grant.
 	Fetch func(ctx context.Context) (store.Item, error)
+	// Invalidate, when not nil, is Fetch for a refresh that replaces a
+	// value WeChat rejected (Keeper.Invalidate, Do, Transport): it is told
+	// the rejected value, so that the source (a token server) can refresh
+	// compare-then-refresh on its side. It needs Fetch. Nil: such a
+	// refresh calls Fetch, which cannot know of the rejection.
+	Invalidate func(ctx context.Context, rejected string) (store.Item, error)
 	// Policy is the behaviour shared by the process's Keepers.
 	Policy Policy
 	// Observer is called for every Event, synchronously: keep it fast.
@@ -180,6 +186,7 @@ type Keeper struct {
 	grant GrantFunc
 	check func() error
 	fetch func(ctx context.Context) (store.Item, error)
+	inval func(ctx context.Context, rejected string) (store.Item, error)
 	pol   Policy
 	obs   func(Event)
 	log   *slog.Logger
@@ -211,6 +218,8 @@ func New(cfg Config) (*Keeper, error) {
 		return nil, fmt.Errorf("credential: %s: Config.Key is empty", cfg.Name)
 	case cfg.Store == nil:
 		return nil, fmt.Errorf("credential: %s: Config.Store is nil", cfg.Name)
+	case cfg.Invalidate != nil && cfg.Fetch == nil:
+		return nil, fmt.Errorf("credential: %s: Config.Invalidate needs Config.Fetch", cfg.Name)
 	}
 	if err := cfg.Policy.validate(); err != nil {
 		return nil, err
@@ -221,7 +230,7 @@ func New(cfg Config) (*Keeper, error) {
 	}
 	return &Keeper{
 		name: cfg.Name, key: cfg.Key, store: cfg.Store,
-		grant: cfg.Grant, check: cfg.Check, fetch: cfg.Fetch,
+		grant: cfg.Grant, check: cfg.Check, fetch: cfg.Fetch, inval: cfg.Invalidate,
 		pol: cfg.Policy.withDefaults(), obs: cfg.Observer, log: log, attrs: cfg.LogAttrs,
 		done: make(chan struct{}),
 	}, nil

@@ -126,9 +126,18 @@ func (k *Keeper) outage(ctx context.Context, prev *cached, rejected string, stor
 	return k.grantLeaseless(ctx, rejected, storeErr)
 }
 
-// fromFetch takes the credential from Config.Fetch.
+// fromFetch takes the credential from Config.Fetch, or from
+// Config.Invalidate when it replaces a rejected value.
 func (k *Keeper) fromFetch(ctx context.Context, rejected string) (store.Item, error) {
-	item, err := k.fetch(ctx)
+	var (
+		item store.Item
+		err  error
+	)
+	if rejected != "" && k.inval != nil {
+		item, err = k.inval(ctx, rejected)
+	} else {
+		item, err = k.fetch(ctx)
+	}
 	if err != nil {
 		return store.Item{}, fmt.Errorf("credential: %s refresh function: %w", k.name, err)
 	}

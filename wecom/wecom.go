@@ -141,6 +141,7 @@ type config struct {
 	token, aes  string
 	busyRetries int
 	busyBackoff time.Duration
+	refresh     [numKinds]refreshFuncs // WithRefreshFunc, WithInvalidateFunc: refresh.go
 }
 
 // WithAgentID sets the app's AgentID (企业应用的 AgentId). It names the
@@ -315,6 +316,7 @@ func New(corpID, secret string, opts ...Option) (*App, error) {
 			Observer: cfg.observer, Logger: cfg.logger,
 			LogAttrs: []slog.Attr{slog.String("corpid", corpID), slog.String("app", a.id)},
 		}
+		cfg.refresh[k].apply(&kc)
 		if !cfg.refreshOnly {
 			kc.Check = a.check(kind)
 			switch kind {
