@@ -137,7 +137,9 @@ func ourHerd(tb testing.TB, cfg herdConfig, open func() store.Store) (*wechattes
 	srv := herdFake(tb, appID, secret, 2*cfg.life)
 	nodes := make([]getter, cfg.nodes)
 	for i := range nodes {
-		nodes[i] = ours(tb, srv, appID, secret, open(), conf.WithMargin(cfg.life)).AccessToken
+		// No refresh spread: every copy goes stale at the same instant,
+		// the worst herd, as silenceper's do.
+		nodes[i] = ours(tb, srv, appID, secret, open(), conf.WithMargin(cfg.life), conf.WithRefreshSpread(0)).AccessToken
 	}
 	return srv, nodes
 }
