@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 
 	"github.com/wechatconf/wechatconf/credential"
+	"github.com/wechatconf/wechatconf/internal/wxapi"
 )
 
 // Do calls fn with a valid access token. If fn's error matches
@@ -31,12 +31,7 @@ func (c *Conf) DoWith(ctx context.Context, kind Kind, fn func(credential string)
 // and requests that carry their own access_token (an OAuth user token on
 // /sns/…) pass through untouched. base nil means http.DefaultTransport.
 func (c *Conf) Transport(base http.RoundTripper) http.RoundTripper {
-	hosts := make([]string, 0, len(c.cfg.bases))
-	for _, b := range c.cfg.bases {
-		if u, err := url.Parse(b); err == nil {
-			hosts = append(hosts, u.Host)
-		}
-	}
+	hosts := wxapi.Hosts(c.cfg.bases)
 	t, err := credential.NewTransport(credential.TransportConfig{
 		Source:  c.Source(AccessToken),
 		Param:   "access_token",
@@ -46,17 +41,7 @@ func (c *Conf) Transport(base http.RoundTripper) http.RoundTripper {
 	})
 	if err != nil {
 		// WithBaseURLs makes sure of a host, so this is not reached.
-		return errTransport{err}
+		return wxapi.FailingTransport{Err: err}
 	}
 	return t
-}
-
-// errTransport fails every request with err.
-type errTransport struct{ err error }
-
-func (e errTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body != nil {
-		req.Body.Close()
-	}
-	return nil, e.err
 }

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/wechatconf/wechatconf/credential"
+	"github.com/wechatconf/wechatconf/internal/wxapi"
 	"github.com/wechatconf/wechatconf/store"
 )
 
@@ -137,33 +137,13 @@ func WithHTTPClient(hc *http.Client) Option {
 // or HTTP 5xx on one moves to the next. The default is DefaultBaseURLs.
 func WithBaseURLs(urls ...string) Option {
 	return func(c *config) error {
-		if len(urls) == 0 {
-			return fmt.Errorf("conf: WithBaseURLs: no URL given")
-		}
-		bases := make([]string, 0, len(urls))
-		for i, s := range urls {
-			u, err := url.Parse(s)
-			switch {
-			case err != nil:
-				// Not quoted: it may hold a password.
-				return fmt.Errorf("conf: WithBaseURLs: URL %d does not parse as a URL", i+1)
-			case (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-				return fmt.Errorf("conf: WithBaseURLs: URL %d (%s) is not an http(s) base URL with a host", i+1, u.Redacted())
-			case u.RawQuery != "" || u.Fragment != "":
-				return fmt.Errorf("conf: WithBaseURLs: URL %d (%s://%s%s) has a query or fragment", i+1, u.Scheme, u.Host, u.Path)
-			}
-			bases = append(bases, trimSlash(s))
+		bases, err := wxapi.ParseBases("conf: WithBaseURLs", urls)
+		if err != nil {
+			return err
 		}
 		c.bases = bases
 		return nil
 	}
-}
-
-func trimSlash(s string) string {
-	for len(s) > 0 && s[len(s)-1] == '/' {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // WithStableToken grants access tokens through /cgi-bin/stable_token instead

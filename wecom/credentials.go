@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -93,12 +92,7 @@ func (a *App) Do(ctx context.Context, fn func(token string) error) error {
 // over a token the request carries) and, on 40014 or 42001, replaces the
 // token it sent and sends once more. base nil means http.DefaultTransport.
 func (a *App) Transport(base http.RoundTripper) http.RoundTripper {
-	hosts := make([]string, 0, len(a.cfg.bases))
-	for _, b := range a.cfg.bases {
-		if u, err := url.Parse(b); err == nil {
-			hosts = append(hosts, u.Host)
-		}
-	}
+	hosts := wxapi.Hosts(a.cfg.bases)
 	t, err := credential.NewTransport(credential.TransportConfig{
 		Source:  a.keepers[AccessToken],
 		Param:   "access_token",
@@ -107,18 +101,9 @@ func (a *App) Transport(base http.RoundTripper) http.RoundTripper {
 		Base:    base,
 	})
 	if err != nil {
-		return errTransport{err}
+		return wxapi.FailingTransport{Err: err}
 	}
 	return t
-}
-
-type errTransport struct{ err error }
-
-func (e errTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body != nil {
-		req.Body.Close()
-	}
-	return nil, e.err
 }
 
 // JSConfig signs pageURL for wx.config with the corp jsapi ticket; its

@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/wechatconf/wechatconf/credential"
+	"github.com/wechatconf/wechatconf/internal/secret"
 	"github.com/wechatconf/wechatconf/internal/wxapi"
 	"github.com/wechatconf/wechatconf/store"
 	"github.com/wechatconf/wechatconf/wxcrypto"
@@ -185,22 +186,9 @@ func WithHTTPClient(hc *http.Client) Option {
 // 5xx; the default is DefaultBaseURL.
 func WithBaseURLs(urls ...string) Option {
 	return func(c *config) error {
-		if len(urls) == 0 {
-			return errors.New("wecom: WithBaseURLs: no URL given")
-		}
-		bases := make([]string, 0, len(urls))
-		for i, s := range urls {
-			u, err := url.Parse(s)
-			switch {
-			case err != nil:
-				return fmt.Errorf("wecom: WithBaseURLs: URL %d does not parse as a URL", i+1)
-			case (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "":
-				return fmt.Errorf("wecom: WithBaseURLs: URL %d (%s) is not an http(s) base URL with a host", i+1, u.Redacted())
-			}
-			for len(s) > 0 && s[len(s)-1] == '/' {
-				s = s[:len(s)-1]
-			}
-			bases = append(bases, s)
+		bases, err := wxapi.ParseBases("wecom: WithBaseURLs", urls)
+		if err != nil {
+			return err
 		}
 		c.bases = bases
 		return nil
@@ -388,12 +376,7 @@ func (a *App) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("corpid", a.corpID), slog.String("app", a.id))
 }
 
-func redact(s string) string {
-	if s == "" {
-		return `""`
-	}
-	return fmt.Sprintf("<redacted %d bytes>", len(s))
-}
+func redact(s string) string { return secret.Redact(s) }
 
 // name is the app for humans: CorpID and AgentID, or CorpID and the digest.
 func (a *App) name() string { return a.corpID + "/" + a.id }

@@ -276,3 +276,53 @@ func CheckGrant(p Platform, path, value string, expiresIn, maxExpiresIn int64) e
 	}
 	return nil
 }
+
+// ParseBases checks API base URLs for a WithBaseURLs option (named opt in
+// errors) and returns them without trailing slashes. A URL is never quoted
+// whole: it may hold a password.
+func ParseBases(opt string, urls []string) ([]string, error) {
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("%s: no URL given", opt)
+	}
+	bases := make([]string, 0, len(urls))
+	for i, s := range urls {
+		u, err := url.Parse(s)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("%s: URL %d does not parse as a URL", opt, i+1)
+		case (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+			return nil, fmt.Errorf("%s: URL %d (%s) is not an http(s) base URL with a host", opt, i+1, u.Redacted())
+		case u.RawQuery != "" || u.Fragment != "":
+			return nil, fmt.Errorf("%s: URL %d (%s://%s%s) has a query or fragment", opt, i+1, u.Scheme, u.Host, u.Path)
+		}
+		for len(s) > 0 && s[len(s)-1] == '/' {
+			s = s[:len(s)-1]
+		}
+		bases = append(bases, s)
+	}
+	return bases, nil
+}
+
+// Hosts returns the hosts (host[:port]) of base URLs made by ParseBases.
+func Hosts(bases []string) []string {
+	hosts := make([]string, 0, len(bases))
+	for _, b := range bases {
+		if u, err := url.Parse(b); err == nil && u.Host != "" {
+			hosts = append(hosts, u.Host)
+		}
+	}
+	return hosts
+}
+
+// FailingTransport is an http.RoundTripper that closes each request's body
+// and fails it with err: what a face's Transport returns when it cannot
+// build the real one.
+type FailingTransport struct{ Err error }
+
+// RoundTrip implements http.RoundTripper.
+func (t FailingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return nil, t.Err
+}
