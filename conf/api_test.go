@@ -242,7 +242,7 @@ func TestTransportAddsTokenAndRetriesOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fake := wechattest.New()
 		c := node(t, fake, store.NewMemory())
-		client := &http.Client{Transport: c.Transport(inProcess{fake})}
+		client := &http.Client{Transport: c.Transport(wechattest.InProcess(fake))}
 		get := func() map[string]any {
 			resp, err := client.Get("http://wechat.test/cgi-bin/getcallbackip")
 			if err != nil {

@@ -539,7 +539,7 @@ func TestCloseWaitsForRefreshesAndReleasesTheirLeases(t *testing.T) {
 		st := &closableStore{Store: mem, t: t}
 		c, err := conf.New(
 			conf.WithAppID(wechattest.DefaultAppID, wechattest.DefaultAppSecret),
-			conf.WithHTTPClient(&http.Client{Transport: inProcess{fake}}),
+			conf.WithHTTPClient(&http.Client{Transport: wechattest.InProcess(fake)}),
 			conf.WithBaseURLs("http://wechat.test"),
 			conf.WithStore(st),
 		)

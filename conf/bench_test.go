@@ -53,7 +53,7 @@ func BenchmarkAccessTokenNewNodeFromStore(b *testing.B) {
 	if _, err := node(b, fake, st).AccessToken(ctx); err != nil {
 		b.Fatal(err)
 	}
-	client := &http.Client{Transport: inProcess{fake}}
+	client := &http.Client{Transport: wechattest.InProcess(fake)}
 	b.ReportAllocs()
 	for b.Loop() {
 		c, err := conf.New(conf.WithAppID(wechattest.DefaultAppID, wechattest.DefaultAppSecret), conf.WithHTTPClient(client), conf.WithStore(st))

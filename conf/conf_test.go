@@ -247,7 +247,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	fake := wechattest.New(wechattest.WithApp("wx1", secret))
 	c, err := conf.New(
 		conf.WithAppID("wx1", secret), conf.WithToken("server-token-xyz"), conf.WithEncodingAESKey(aesKey1),
-		conf.WithHTTPClient(&http.Client{Transport: inProcess{fake}}), conf.WithBaseURLs("http://wechat.test"),
+		conf.WithHTTPClient(&http.Client{Transport: wechattest.InProcess(fake)}), conf.WithBaseURLs("http://wechat.test"),
 		conf.WithLogger(logger),
 	)
 	if err != nil {

@@ -654,7 +654,7 @@ func TestCloseEndsWaitsAndLaterCalls(t *testing.T) {
 		st := store.NewMemory()
 		c, err := conf.New(
 			conf.WithAppID(wechattest.DefaultAppID, wechattest.DefaultAppSecret),
-			conf.WithHTTPClient(&http.Client{Transport: inProcess{fake}}),
+			conf.WithHTTPClient(&http.Client{Transport: wechattest.InProcess(fake)}),
 			conf.WithBaseURLs("http://wechat.test"),
 			conf.WithStore(st),
 			conf.WithMaxWait(time.Hour),

@@ -18,29 +18,13 @@ import (
 	"github.com/wechatconf/wechatconf/wechattest"
 )
 
-// inProcess serves requests with a handler in the calling goroutine: no
-// sockets, so tests can run inside a testing/synctest bubble with fake time.
-type inProcess struct{ h http.Handler }
-
-func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
-	if err := r.Context().Err(); err != nil {
-		return nil, err
-	}
-	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, r)
-	if err := r.Context().Err(); err != nil {
-		return nil, err
-	}
-	return rec.Result(), nil
-}
-
 // node returns a Conf for the fake's default app that talks to h in
 // process, sharing st.
 func node(t testing.TB, h http.Handler, st store.Store, opts ...conf.Option) *conf.Conf {
 	t.Helper()
 	base := []conf.Option{
 		conf.WithAppID(wechattest.DefaultAppID, wechattest.DefaultAppSecret),
-		conf.WithHTTPClient(&http.Client{Transport: inProcess{h}}),
+		conf.WithHTTPClient(&http.Client{Transport: wechattest.InProcess(h)}),
 		conf.WithBaseURLs("http://wechat.test"),
 		conf.WithStore(st),
 	}
@@ -126,7 +110,7 @@ func protected(ctx context.Context, h http.Handler, tok string) error {
 }
 
 // httpClientNoNet answers 404 to everything, in process.
-var httpClientNoNet = http.Client{Transport: inProcess{http.NotFoundHandler()}}
+var httpClientNoNet = http.Client{Transport: wechattest.InProcess(http.NotFoundHandler())}
 
 // wechattestSign computes the JS-SDK signature by the documented recipe,
 // independently of wxcrypto.

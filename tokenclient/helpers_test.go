@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -136,7 +135,7 @@ func (cl *cluster) server(t testing.TB, host string, opts ...conf.Option) *token
 	t.Helper()
 	base := []conf.Option{
 		conf.WithAppID(wechattest.DefaultAppID, wechattest.DefaultAppSecret),
-		conf.WithHTTPClient(&http.Client{Transport: inProcess{cl.fake}}),
+		conf.WithHTTPClient(&http.Client{Transport: wechattest.InProcess(cl.fake)}),
 		conf.WithBaseURLs("http://wechat.test"),
 		conf.WithStore(cl.st),
 	}
@@ -202,21 +201,6 @@ func callWeChat(ctx context.Context, rt http.RoundTripper, tok string) error {
 	return nil
 }
 
-// inProcess serves requests with a handler in the calling goroutine.
-type inProcess struct{ h http.Handler }
-
-func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
-	if err := r.Context().Err(); err != nil {
-		return nil, err
-	}
-	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, r)
-	if err := r.Context().Err(); err != nil {
-		return nil, err
-	}
-	return rec.Result(), nil
-}
-
 // network routes requests by host to handlers, in process; a host with no
 // handler refuses the connection.
 type network struct {
@@ -246,7 +230,7 @@ func (n *network) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		return nil, fmt.Errorf("dial tcp %s: %w", r.URL.Host, errRefused)
 	}
-	return inProcess{h}.RoundTrip(r)
+	return wechattest.InProcess(h).RoundTrip(r)
 }
 
 // status answers every request with code.

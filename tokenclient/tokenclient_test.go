@@ -114,7 +114,7 @@ func TestRevocationCostsOneGrant(t *testing.T) {
 			nodes[i] = cl.node(t, cl.client(t, "http://tok1"))
 		}
 		for _, c := range nodes {
-			if err := c.Do(t.Context(), func(tok string) error { return callWeChat(t.Context(), inProcess{cl.fake}, tok) }); err != nil {
+			if err := c.Do(t.Context(), func(tok string) error { return callWeChat(t.Context(), wechattest.InProcess(cl.fake), tok) }); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -128,9 +128,9 @@ func TestRevocationCostsOneGrant(t *testing.T) {
 				c := nodes[i%len(nodes)]
 				var err error
 				if i%2 == 0 {
-					err = c.Do(t.Context(), func(tok string) error { return callWeChat(t.Context(), inProcess{cl.fake}, tok) })
+					err = c.Do(t.Context(), func(tok string) error { return callWeChat(t.Context(), wechattest.InProcess(cl.fake), tok) })
 				} else {
-					err = callWeChat(t.Context(), c.Transport(inProcess{cl.fake}), "")
+					err = callWeChat(t.Context(), c.Transport(wechattest.InProcess(cl.fake)), "")
 				}
 				if err != nil {
 					t.Errorf("call %d after the revocation: %v", i, err)
@@ -317,7 +317,7 @@ func TestRefreshLimited(t *testing.T) {
 		a := cl.node(t, cl.client(t, "http://tok1"))
 		b := cl.node(t, cl.client(t, "http://tok1"))
 		wechat := func(c *conf.Conf) error {
-			return c.Do(t.Context(), func(tok string) error { return callWeChat(t.Context(), inProcess{cl.fake}, tok) })
+			return c.Do(t.Context(), func(tok string) error { return callWeChat(t.Context(), wechattest.InProcess(cl.fake), tok) })
 		}
 		if err := wechat(a); err != nil {
 			t.Fatal(err)
@@ -476,7 +476,7 @@ func TestSecretsNeverShow(t *testing.T) {
 		}
 		cl.fake.Revoke(wechattest.DefaultAppID)
 		cl.net.set("tok1", status(http.StatusServiceUnavailable))
-		err = c.Do(t.Context(), func(tok string) error { return callWeChat(t.Context(), inProcess{cl.fake}, tok) })
+		err = c.Do(t.Context(), func(tok string) error { return callWeChat(t.Context(), wechattest.InProcess(cl.fake), tok) })
 		if err == nil {
 			t.Fatal("Do succeeded with the servers down and the token revoked")
 		}

@@ -47,7 +47,7 @@ func (w *WeCom) CallbackURLCheck(token, encodingAESKey, corpID string) (query ur
 	if err != nil {
 		return nil, "", fmt.Errorf("wechattest: callback URL check: %w", err)
 	}
-	n, _ := rand.Int(rand.Reader, big.NewInt(9e18)) // never fails (crypto/rand)
+	n, _ := rand.Int(rand.Reader, big.NewInt(8e18)) // never fails (crypto/rand); +1e18 stays 19 digits in an int64
 	wantEcho = strconv.FormatInt(n.Int64()+1e18, 10)
 	echostr := weComEncrypt(key, []byte(wantEcho), corpID)
 	ts := strconv.FormatInt(w.cfg.now().Unix(), 10)

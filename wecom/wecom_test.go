@@ -23,19 +23,6 @@ import (
 	"github.com/wechatconf/wechatconf/wecom"
 )
 
-// inProcess serves requests with a handler in the calling goroutine: no
-// sockets, so tests run inside a synctest bubble.
-type inProcess struct{ h http.Handler }
-
-func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
-	if err := r.Context().Err(); err != nil {
-		return nil, err
-	}
-	rec := httptest.NewRecorder()
-	t.h.ServeHTTP(rec, r)
-	return rec.Result(), nil
-}
-
 const (
 	corp     = wechattest.DefaultCorpID
 	agent    = int64(wechattest.DefaultAgentID)
@@ -61,7 +48,7 @@ func newApp(t testing.TB, h http.Handler, st store.Store, corpID, sec string, op
 	t.Helper()
 	base := []wecom.Option{
 		wecom.WithStore(st),
-		wecom.WithHTTPClient(&http.Client{Transport: inProcess{h}}),
+		wecom.WithHTTPClient(&http.Client{Transport: wechattest.InProcess(h)}),
 		wecom.WithBaseURLs("http://qyapi.test"),
 	}
 	a, err := wecom.New(corpID, sec, append(base, opts...)...)
