@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/wechatconf/wechatconf/conf"
+	"github.com/wechatconf/wechatconf/store"
 	"github.com/wechatconf/wechatconf/wechattest"
 )
 
@@ -25,6 +26,7 @@ type cmdEnv struct {
 	log            *slog.Logger
 	conf           *conf.Conf
 	metrics        *metrics
+	store          store.Store // serve: the Conf's store, for /readyz
 	appID          string
 	storeDesc      string   // the store URL without its password
 	apiBases       []string // the WeChat hosts in use
@@ -55,7 +57,7 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 		// --dev must never touch production settings by accident.
 		getenv = func(string) string { return "" }
 	}
-	e := &cmdEnv{cmd: cmd, o: o, stdout: stdout, stderr: stderr, metrics: newMetrics()}
+	e := &cmdEnv{cmd: cmd, o: o, stdout: stdout, stderr: stderr}
 	defer func() {
 		if err != nil {
 			e.close()
@@ -75,6 +77,7 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 		return nil, err
 	}
 	e.appID = appID
+	e.metrics = newMetrics(appID)
 	bases, err := apiBases(o, getenv)
 	if err != nil {
 		return nil, err
@@ -138,6 +141,7 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 		return nil, err
 	}
 	e.closers = append(e.closers, closeStore)
+	e.store = st
 
 	opts := []conf.Option{
 		conf.WithAppID(appID, secret),
