@@ -226,13 +226,26 @@ func (r *headerRecorder) Write(p []byte) (int, error) {
 // authorized compares the bearer key in constant time. Both sides are
 // hashed first, so that not even the key's length leaks through timing.
 func (h *handler) authorized(r *http.Request) bool {
-	v := r.Header.Get("Authorization")
+	return bearerOK(r.Header.Get("Authorization"), &h.keySum)
+}
+
+// bearerOK reports whether the Authorization value v carries the key whose
+// SHA-256 is keySum. A key of up to 128 bytes is hashed from a stack copy,
+// without an allocation.
+func bearerOK(v string, keySum *[sha256.Size]byte) bool {
 	const scheme = "bearer "
 	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
 		return false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(v[len(scheme):])))
-	return subtle.ConstantTimeCompare(sum[:], h.keySum[:]) == 1
+	key := strings.TrimSpace(v[len(scheme):])
+	var sum [sha256.Size]byte
+	var buf [128]byte
+	if len(key) <= len(buf) {
+		sum = sha256.Sum256(buf[:copy(buf[:], key)])
+	} else {
+		sum = sha256.Sum256([]byte(key))
+	}
+	return subtle.ConstantTimeCompare(sum[:], keySum[:]) == 1
 }
 
 // credentialResponse is the answer of the credential endpoints and of
