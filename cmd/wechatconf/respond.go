@@ -65,17 +65,17 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // maxPooled is the largest buffer put back into bufPool.
 const maxPooled = 4 << 10
 
-// writeCredential answers item of kind with 200 and returns the status.
-// The body is byte for byte what encoding/json writes for toResponse's
+// writeCredential answers item of kind with 200 at now and returns the
+// status. The body is byte for byte what encoding/json writes for toResponse's
 // value (SetEscapeHTML(false), then a newline), appended by hand; a value
 // that would need escaping, which WeChat never sends, goes through
 // encoding/json itself.
-func writeCredential(w http.ResponseWriter, kind conf.Kind, item store.Item) int {
-	if !plainJSON(item.Value) {
-		return writeJSON(w, http.StatusOK, toResponse(kind, item))
+func (h *handler) writeCredential(w http.ResponseWriter, kind conf.Kind, item store.Item, now time.Time) int {
+	if !h.plainValue(kind, item.Value) {
+		return writeJSON(w, http.StatusOK, toResponseAt(kind, item, now))
 	}
 	bp := bufPool.Get().(*[]byte)
-	b := appendCredential((*bp)[:0], kind, item, time.Now())
+	b := appendCredential((*bp)[:0], kind, item, now)
 	setJSONHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
@@ -111,6 +111,25 @@ func appendCredential(b []byte, kind conf.Kind, item store.Item, now time.Time) 
 	b = append(b, `,"expires_in":`...)
 	b = strconv.AppendInt(b, int64(max(item.ExpiresAt.Sub(now), 0)/time.Second), 10)
 	return append(b, "}\n"...)
+}
+
+// plainValue is plainJSON(v), remembered for the last plain value of
+// kind. Comparing v with that value is a pointer comparison when, as on
+// the hot path, both are the Conf's one local copy.
+func (h *handler) plainValue(kind conf.Kind, v string) bool {
+	k := int(kind)
+	if k < 0 || k >= len(h.plain) {
+		return plainJSON(v)
+	}
+	if p := h.plain[k].Load(); p != nil && *p == v {
+		return true
+	}
+	if !plainJSON(v) {
+		return false
+	}
+	found := v // a copy of its own, so that only this branch allocates
+	h.plain[k].Store(&found)
+	return true
 }
 
 // plainJSON reports whether s is printable ASCII that JSON strings hold

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/wechatconf/wechatconf/conf"
@@ -106,6 +107,9 @@ type handler struct {
 	mux     *http.ServeMux
 	ready   *readiness
 	timeout time.Duration
+	// plain holds, per kind, the last value found plainJSON, so that
+	// the check runs once per credential rather than once per answer.
+	plain [len(kinds)]atomic.Pointer[string]
 }
 
 // newHandler serves c's credentials to holders of key; st is c's store,
@@ -139,7 +143,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="wechatconf"`)
 		code = writeJSON(w, http.StatusUnauthorized, errorResponse{Error: "missing or wrong bearer key (send Authorization: Bearer KEY)"})
 	case r.Method == http.MethodGet && path <= pathTicket:
-		code = h.getCredential(w, r, path)
+		code = h.getCredential(w, r, path, start)
 	default:
 		sw := &statusWriter{ResponseWriter: w}
 		if _, pattern := h.mux.Handler(r); pattern == "" {
@@ -153,23 +157,24 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // getCredential serves GET of the credential path of index path
-// (pathAccessToken to pathTicket) and returns the status it answered.
-func (h *handler) getCredential(w http.ResponseWriter, r *http.Request, path int) int {
+// (pathAccessToken to pathTicket), received at start, and returns the
+// status it answered.
+func (h *handler) getCredential(w http.ResponseWriter, r *http.Request, path int, start time.Time) int {
 	switch path {
 	case pathAccessToken:
-		return h.serveCredential(w, r, conf.AccessToken)
+		return h.serveCredential(w, r, conf.AccessToken, start)
 	case pathJSAPITicket:
-		return h.serveCredential(w, r, conf.JSAPITicket)
+		return h.serveCredential(w, r, conf.JSAPITicket, start)
 	case pathWXCardTicket:
-		return h.serveCredential(w, r, conf.WXCardTicket)
+		return h.serveCredential(w, r, conf.WXCardTicket, start)
 	}
 	switch r.URL.RawQuery { // the common queries, without parsing
 	case "", "type=jsapi":
-		return h.serveCredential(w, r, conf.JSAPITicket)
+		return h.serveCredential(w, r, conf.JSAPITicket, start)
 	case "type=wx_card":
-		return h.serveCredential(w, r, conf.WXCardTicket)
+		return h.serveCredential(w, r, conf.WXCardTicket, start)
 	}
-	return h.ticketQuery(w, r)
+	return h.ticketQuery(w, r, start)
 }
 
 // noRoute answers what the mux has no handler for (404, 405, or a
@@ -265,13 +270,15 @@ type errorResponse struct {
 }
 
 func (h *handler) credential(kind conf.Kind) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { h.serveCredential(w, r, kind) }
+	return func(w http.ResponseWriter, r *http.Request) { h.serveCredential(w, r, kind, time.Now()) }
 }
 
 // ticketByType serves GET /v1/ticket?type=jsapi|wx_card (jsapi by default).
-func (h *handler) ticketByType(w http.ResponseWriter, r *http.Request) { h.ticketQuery(w, r) }
+func (h *handler) ticketByType(w http.ResponseWriter, r *http.Request) {
+	h.ticketQuery(w, r, time.Now())
+}
 
-func (h *handler) ticketQuery(w http.ResponseWriter, r *http.Request) int {
+func (h *handler) ticketQuery(w http.ResponseWriter, r *http.Request, start time.Time) int {
 	typ := r.URL.Query().Get("type")
 	if typ == "" {
 		typ = "jsapi"
@@ -280,10 +287,11 @@ func (h *handler) ticketQuery(w http.ResponseWriter, r *http.Request) int {
 	if err != nil {
 		return writeJSON(w, http.StatusBadRequest, errorResponse{Error: "type must be jsapi or wx_card"})
 	}
-	return h.serveCredential(w, r, kind)
+	return h.serveCredential(w, r, kind, start)
 }
 
-// serveCredential answers a credential of kind and returns the status.
+// serveCredential answers a credential of kind to a request received at
+// start (expires_in counts from there) and returns the status.
 //
 // The Conf serves a fresh local copy, or a valid one while it refreshes in
 // the background, without looking at the context; only when it has nothing
@@ -292,7 +300,7 @@ func (h *handler) ticketQuery(w http.ResponseWriter, r *http.Request) int {
 // if the Conf would have waited is the wait bounded by h.timeout and tried
 // again. Correctness never rests on that first try: were the Conf to
 // consult the context sooner, the second try would answer, only slower.
-func (h *handler) serveCredential(w http.ResponseWriter, r *http.Request, kind conf.Kind) int {
+func (h *handler) serveCredential(w http.ResponseWriter, r *http.Request, kind conf.Kind, start time.Time) int {
 	item, err := h.conf.Credential(noWait, kind)
 	if errors.Is(err, errNoWait) {
 		ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
@@ -302,11 +310,16 @@ func (h *handler) serveCredential(w http.ResponseWriter, r *http.Request, kind c
 	if err != nil {
 		return h.fail(w, r, kind, err)
 	}
-	return writeCredential(w, kind, item)
+	return h.writeCredential(w, kind, item, start)
 }
 
 func toResponse(kind conf.Kind, item store.Item) credentialResponse {
-	resp := credentialResponse{ExpiresAt: item.ExpiresAt.Unix(), ExpiresIn: int64(max(time.Until(item.ExpiresAt), 0) / time.Second)}
+	return toResponseAt(kind, item, time.Now())
+}
+
+// toResponseAt is toResponse at now.
+func toResponseAt(kind conf.Kind, item store.Item, now time.Time) credentialResponse {
+	resp := credentialResponse{ExpiresAt: item.ExpiresAt.Unix(), ExpiresIn: int64(max(item.ExpiresAt.Sub(now), 0) / time.Second)}
 	switch kind {
 	case conf.AccessToken:
 		resp.AccessToken = item.Value
