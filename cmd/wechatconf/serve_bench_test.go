@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wechatconf/wechatconf/conf"
 	"github.com/wechatconf/wechatconf/store"
 	"github.com/wechatconf/wechatconf/wechattest"
 )
@@ -74,15 +73,6 @@ func benchPair(b *testing.B) (serve, bare http.Handler) {
 	copy(body, `{"access_token":"`)
 	copy(body[len(body)-3:], "\"}\n")
 	return serve, &bareHandler{keySum: sha256.Sum256([]byte(benchKey)), body: body}
-}
-
-// newBenchConf is the Conf the benchmarks serve from, observed by metrics
-// as in the command.
-func newBenchConf(st store.Store, api string) (*conf.Conf, *metrics, error) {
-	m := newMetrics(wechattest.DefaultAppID)
-	c, err := conf.New(conf.WithAppID(wechattest.DefaultAppID, wechattest.DefaultAppSecret), conf.WithStore(st),
-		conf.WithBaseURLs(api), conf.WithObserver(m.observe))
-	return c, m, err
 }
 
 // BenchmarkServeHandler is the handler alone, in process: serve's GET of a
