@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +30,8 @@ var (
 	loadConns    = flag.Int("load.conns", 8, "BenchmarkServeLoad: keep-alive connections")
 	loadPairs    = flag.Int("load.pairs", 10, "BenchmarkServeLoad: A B pairs of rounds")
 	loadBound    = flag.Duration("load.bound", time.Minute, "BenchmarkServeLoad: most time a round may take")
+	loadWrk      = flag.String("load.wrk", "", "BenchmarkServeLoad: run this wrk binary for each round instead of the Go client")
+	loadWrkTime  = flag.Duration("load.wrktime", 3*time.Second, "BenchmarkServeLoad: the length of a wrk round")
 )
 
 const benchKey = "bench-server-key-0123456789abcdef"
@@ -106,7 +110,9 @@ func BenchmarkServeHandler(b *testing.B) {
 //
 //	go test -run='^$' -bench=BenchmarkServeLoad -benchtime=1x ./cmd/wechatconf
 //
-// The -load.* flags (after -args) change its bounds.
+// The -load.* flags (after -args) change its bounds; -load.wrk=wrk has
+// each round run by wrk (Debian's package) instead of the Go client, for
+// -load.wrktime.
 func BenchmarkServeLoad(b *testing.B) {
 	serve, bare := benchPair(b)
 	addrs := map[string]string{}
@@ -130,22 +136,43 @@ func BenchmarkServeLoad(b *testing.B) {
 	lat := map[string][]time.Duration{}
 	took := map[string]time.Duration{}
 	var rpsRatios, p99Ratios []float64
+	var wrkSum [2]wrkResult // bare, serve: sums over the rounds
 	for i := 0; i < b.N; i++ {
 		for p := 0; p < *loadPairs; p++ {
 			var rps, tail [2]float64
 			for j, name := range order {
-				r, err := loadRound(addrs[name], *loadConns, *loadRequests, *loadBound)
-				if err != nil {
-					b.Fatal(err)
+				if *loadWrk != "" {
+					r, err := wrkRound(*loadWrk, addrs[name], *loadConns, *loadWrkTime)
+					if err != nil {
+						b.Fatal(err)
+					}
+					rps[j], tail[j] = r.rps, float64(r.p99)
+					wrkSum[j].rps += r.rps
+					wrkSum[j].p99 += r.p99
+				} else {
+					r, err := loadRound(addrs[name], *loadConns, *loadRequests, *loadBound)
+					if err != nil {
+						b.Fatal(err)
+					}
+					lat[name] = append(lat[name], r.lat...)
+					took[name] += r.took
+					rps[j], tail[j] = float64(len(r.lat))/r.took.Seconds(), float64(p99(r.lat))
 				}
-				lat[name] = append(lat[name], r.lat...)
-				took[name] += r.took
-				rps[j], tail[j] = float64(len(r.lat))/r.took.Seconds(), float64(p99(r.lat))
-				b.Logf("pair %d %-5s %8.0f req/s  p99 %v", p, name, rps[j], p99(r.lat))
+				b.Logf("pair %d %-5s %8.0f req/s  p99 %v", p, name, rps[j], time.Duration(tail[j]))
 			}
 			rpsRatios = append(rpsRatios, rps[1]/rps[0])
 			p99Ratios = append(p99Ratios, tail[1]/tail[0])
 		}
+	}
+	b.ReportMetric(median(rpsRatios), "req/s-ratio-median")
+	b.ReportMetric(median(p99Ratios), "p99-ratio-median")
+	if *loadWrk != "" { // wrk gives no latencies to pool: the means of the rounds
+		n := float64(len(rpsRatios))
+		b.ReportMetric(wrkSum[0].rps/n, "bare-req/s")
+		b.ReportMetric(wrkSum[1].rps/n, "serve-req/s")
+		b.ReportMetric(wrkSum[1].rps/wrkSum[0].rps, "req/s-ratio")
+		b.ReportMetric(float64(wrkSum[1].p99)/float64(wrkSum[0].p99), "p99-ratio")
+		return
 	}
 	rps := func(name string) float64 { return float64(len(lat[name])) / took[name].Seconds() }
 	b.ReportMetric(rps("bare"), "bare-req/s")
@@ -156,8 +183,40 @@ func BenchmarkServeLoad(b *testing.B) {
 	// one slow round on a shared machine moves less).
 	b.ReportMetric(rps("serve")/rps("bare"), "req/s-ratio")
 	b.ReportMetric(float64(p99(lat["serve"]))/float64(p99(lat["bare"])), "p99-ratio")
-	b.ReportMetric(median(rpsRatios), "req/s-ratio-median")
-	b.ReportMetric(median(p99Ratios), "p99-ratio-median")
+}
+
+type wrkResult struct {
+	rps float64
+	p99 time.Duration
+}
+
+// wrkRound runs wrk (one thread, conns connections, for d) against addr
+// and reads its requests per second and 99th percentile.
+func wrkRound(wrk, addr string, conns int, d time.Duration) (wrkResult, error) {
+	out, err := exec.Command(wrk, "-t1", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(int(d.Seconds()))+"s", "--latency",
+		"-H", "Authorization: Bearer "+benchKey, "http://"+addr+"/v1/access_token").CombinedOutput()
+	if err != nil {
+		return wrkResult{}, fmt.Errorf("%s: %v\n%s", wrk, err, out)
+	}
+	var r wrkResult
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 2 && f[0] == "Requests/sec:":
+			r.rps, err = strconv.ParseFloat(f[1], 64)
+		case len(f) == 2 && f[0] == "99%":
+			r.p99, err = time.ParseDuration(f[1])
+		case strings.Contains(line, "Non-2xx"):
+			err = fmt.Errorf("wrk saw errors:\n%s", out)
+		}
+		if err != nil {
+			return wrkResult{}, err
+		}
+	}
+	if r.rps == 0 || r.p99 == 0 {
+		return wrkResult{}, fmt.Errorf("no figures in wrk's output:\n%s", out)
+	}
+	return r, nil
 }
 
 // median is the median of v (sorted in place).
