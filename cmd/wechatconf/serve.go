@@ -199,7 +199,7 @@ func (h *handler) noRoute(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", rec.header.Get("Location"))
 		msg = "moved to " + rec.header.Get("Location")
 	case status == http.StatusNotFound:
-		msg = "no such endpoint (see the README: /v1/access_token, /v1/jsapi_ticket, /v1/wx_card_ticket, /v1/ticket, /v1/invalidate, /healthz, /metrics)"
+		msg = "no such endpoint (see the README: /v1/access_token, /v1/jsapi_ticket, /v1/wx_card_ticket, /v1/ticket, /v1/invalidate, /healthz, /readyz, /metrics)"
 	default:
 		msg = http.StatusText(status)
 	}
