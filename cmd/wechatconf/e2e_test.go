@@ -280,10 +280,10 @@ func TestE2EServe(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	m := parseMetrics(t, string(body))
-	if v := m[`wechatconf_grants_total{kind="access_token"}`]; v != 1 {
+	if v := m[sr(`wechatconf_grants_total`, `kind="access_token"`)]; v != 1 {
 		t.Errorf("grants metric %v, want 1", v)
 	}
-	if v := m[`wechatconf_http_requests_total{path="/v1/access_token",code="200"}`]; v != 32 {
+	if v := m[sr(`wechatconf_http_requests_total`, `code="200",path="/v1/access_token"`)]; v != 32 {
 		t.Errorf("request metric %v, want 32", v)
 	}
 

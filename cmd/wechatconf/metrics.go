@@ -1,14 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"fmt"
-	"io"
-	"slices"
+	"net/http"
 	"strconv"
-	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/wechatconf/wechatconf/conf"
 )
@@ -20,156 +20,197 @@ var kinds = [...]conf.Kind{conf.AccessToken, conf.JSAPITicket, conf.WXCardTicket
 // histogram: from a hot-path answer to a grant that waited on the lease.
 var latencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 
-type perKind [len(kinds)]float64
+// metricPaths are the paths counted by name, indexed by pathIndex; anything
+// else is "other" (the last), so that scanners cannot blow up the metrics'
+// cardinality.
+var metricPaths = [...]string{
+	"/v1/access_token", "/v1/jsapi_ticket", "/v1/wx_card_ticket", "/v1/ticket",
+	"/v1/invalidate", "/healthz", "/readyz", "/metrics", "other",
+}
 
-// metrics counts what the refresh engine and the HTTP API did, and writes
-// it in the Prometheus text format (version 0.0.4) by hand, so that the
-// command needs no client library.
+const (
+	pathAccessToken = iota
+	pathJSAPITicket
+	pathWXCardTicket
+	pathTicket
+	pathInvalidate
+	pathHealthz
+	pathReadyz
+	pathMetrics
+	pathOther
+	numPaths
+)
+
+// pathIndex maps a request path to its index in metricPaths, without a map
+// lookup.
+func pathIndex(p string) int {
+	switch p {
+	case "/v1/access_token":
+		return pathAccessToken
+	case "/v1/jsapi_ticket":
+		return pathJSAPITicket
+	case "/v1/wx_card_ticket":
+		return pathWXCardTicket
+	case "/v1/ticket":
+		return pathTicket
+	case "/v1/invalidate":
+		return pathInvalidate
+	case "/healthz":
+		return pathHealthz
+	case "/readyz":
+		return pathReadyz
+	case "/metrics":
+		return pathMetrics
+	}
+	return pathOther
+}
+
+// statusCodes are the codes the handler answers with, whose request
+// counters are kept in a table; another code (a Go server oddity) takes the
+// CounterVec's map.
+var statusCodes = [...]int{200, 301, 307, 308, 400, 401, 404, 405, 413, 429, 500, 502, 503}
+
+func codeIndex(code int) int {
+	for i, c := range statusCodes {
+		if c == code {
+			return i
+		}
+	}
+	return -1
+}
+
+// metrics counts what the refresh engine and the HTTP API did, on a
+// Prometheus registry of the server's own, with the Go runtime and process
+// collectors beside. Every series carries the app label (the AppID: one per
+// server, so bounded by configuration).
+//
+// The request path costs no lock and no allocation: the per-kind counters
+// are resolved at construction, and a request's counter and histogram are
+// resolved the first time a (path, code) pair is seen and then loaded
+// atomically from a table. A series appears only once it has happened, as
+// with the hand-written exposition this replaces.
 type metrics struct {
-	mu                   sync.Mutex
-	grants, grantFails   perKind
-	loads                perKind
-	leaseWaits, waitSecs perKind
-	invalidations        perKind
-	storeErrors          perKind
-	expiry               perKind // Unix seconds; 0 when unknown
-	requests             map[requestKey]uint64
-	latency              map[string]*histogram
+	reg *prometheus.Registry
+	app string
+
+	grants, grantFails, loads  [len(kinds)]prometheus.Counter
+	leaseWaits, waitSecs       [len(kinds)]prometheus.Counter
+	invalidations, storeErrors [len(kinds)]prometheus.Counter
+	expiry                     *prometheus.GaugeVec
+	expirySet                  [len(kinds)]atomic.Pointer[gauge]
+	requests                   *prometheus.CounterVec
+	latency                    *prometheus.HistogramVec
+	reqTable                   [numPaths][len(statusCodes)]atomic.Pointer[counter]
+	latTable                   [numPaths]atomic.Pointer[observer]
+	handler                    http.Handler
 }
 
-type requestKey struct {
-	path string
-	code int
+// counter, gauge and observer box a resolved child so that it can sit in
+// an atomic.Pointer.
+type (
+	counter  struct{ prometheus.Counter }
+	gauge    struct{ prometheus.Gauge }
+	observer struct{ prometheus.Observer }
+)
+
+// newMetrics makes the metrics of one app on a fresh registry.
+func newMetrics(app string) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), app: app}
+	kindCounter := func(out *[len(kinds)]prometheus.Counter, name, help string) {
+		v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"app", "kind"})
+		m.reg.MustRegister(v)
+		// Every kind from the start, so that rate() sees the first
+		// increment.
+		for i, k := range kinds {
+			out[i] = v.WithLabelValues(app, k.String())
+		}
+	}
+	kindCounter(&m.grants, "wechatconf_grants_total", "Credentials this process granted at WeChat.")
+	kindCounter(&m.grantFails, "wechatconf_grant_failures_total", "Grants at WeChat that failed (errcode, HTTP or network error).")
+	kindCounter(&m.loads, "wechatconf_loads_total", "Credentials taken from the store instead of granted here.")
+	kindCounter(&m.leaseWaits, "wechatconf_lease_waits_total", "Times this process waited for another holder of the store's lease.")
+	kindCounter(&m.waitSecs, "wechatconf_lease_wait_seconds_total", "Seconds spent waiting for another holder of the store's lease.")
+	kindCounter(&m.invalidations, "wechatconf_invalidations_total", "Credentials reported rejected by WeChat (compare-then-refresh).")
+	kindCounter(&m.storeErrors, "wechatconf_store_errors_total", "Store failures: outages, not misses.")
+	m.expiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "wechatconf_credential_expiry_timestamp_seconds",
+		Help: "When the credential this process last obtained expires.",
+	}, []string{"app", "kind"})
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wechatconf_http_requests_total",
+		Help: "HTTP requests served, by path and status code.",
+	}, []string{"app", "path", "code"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "wechatconf_http_request_duration_seconds",
+		Help:    "HTTP request latency, by path.",
+		Buckets: latencyBuckets,
+	}, []string{"app", "path"})
+	m.reg.MustRegister(m.expiry, m.requests, m.latency,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return m
 }
 
-type histogram struct {
-	counts []uint64 // per bucket, not cumulative
-	sum    float64
-	count  uint64
-}
-
-func newMetrics() *metrics {
-	return &metrics{requests: map[requestKey]uint64{}, latency: map[string]*histogram{}}
-}
-
-// observe is the Conf's observer: it only counts, under a short lock.
+// observe is the Conf's observer: it only counts, without a lock.
 func (m *metrics) observe(e conf.Event) {
 	k := int(e.Kind)
 	if k < 0 || k >= len(kinds) {
 		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	switch e.Type {
 	case conf.EventGranted:
-		m.grants[k]++
+		m.grants[k].Inc()
 	case conf.EventGrantFailed:
-		m.grantFails[k]++
+		m.grantFails[k].Inc()
 	case conf.EventLoaded:
-		m.loads[k]++
+		m.loads[k].Inc()
 	case conf.EventLeaseWaited:
-		m.leaseWaits[k]++
-		m.waitSecs[k] += e.Wait.Seconds()
+		m.leaseWaits[k].Inc()
+		m.waitSecs[k].Add(e.Wait.Seconds())
 	case conf.EventInvalidated:
-		m.invalidations[k]++
+		m.invalidations[k].Inc()
 	case conf.EventStoreError:
-		m.storeErrors[k]++
+		m.storeErrors[k].Inc()
 	}
 	if !e.ExpiresAt.IsZero() {
-		m.expiry[k] = float64(e.ExpiresAt.Unix())
+		g := m.expirySet[k].Load()
+		if g == nil {
+			// Made on the first expiry known, so that an unknown one
+			// is absent rather than 0.
+			g = &gauge{m.expiry.WithLabelValues(m.app, kinds[k].String())}
+			m.expirySet[k].Store(g)
+		}
+		g.Set(float64(e.ExpiresAt.Unix()))
 	}
 }
 
-// observeRequest counts one HTTP request.
-func (m *metrics) observeRequest(path string, code int, d time.Duration) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.requests[requestKey{path, code}]++
-	h := m.latency[path]
-	if h == nil {
-		h = &histogram{counts: make([]uint64, len(latencyBuckets))}
-		m.latency[path] = h
+// observeRequest counts one HTTP request on the path of index path
+// (pathIndex).
+func (m *metrics) observeRequest(path, code int, d time.Duration) {
+	if ci := codeIndex(code); ci >= 0 {
+		c := m.reqTable[path][ci].Load()
+		if c == nil {
+			// Racing first requests resolve the same child: the
+			// CounterVec returns one per label set.
+			c = &counter{m.requests.WithLabelValues(m.app, metricPaths[path], strconv.Itoa(code))}
+			m.reqTable[path][ci].Store(c)
+		}
+		c.Inc()
+	} else {
+		m.requests.WithLabelValues(m.app, metricPaths[path], strconv.Itoa(code)).Inc()
 	}
-	s := d.Seconds()
-	if i, _ := slices.BinarySearch(latencyBuckets, s); i < len(latencyBuckets) {
-		h.counts[i]++
+	o := m.latTable[path].Load()
+	if o == nil {
+		o = &observer{m.latency.WithLabelValues(m.app, metricPaths[path])}
+		m.latTable[path].Store(o)
 	}
-	h.sum += s
-	h.count++
+	o.Observe(d.Seconds())
 }
 
-// write renders every metric family. Kind counters are written for every
-// kind from the start, so that rate() sees their first increment.
-func (m *metrics) write(w io.Writer) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b := bufio.NewWriter(w)
-	defer b.Flush()
-
-	counter := func(name, help string, v *perKind) {
-		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
-		for i, k := range kinds {
-			fmt.Fprintf(b, "%s{kind=%s} %s\n", name, label(k.String()), num(v[i]))
-		}
-	}
-	counter("wechatconf_grants_total", "Credentials this process granted at WeChat.", &m.grants)
-	counter("wechatconf_grant_failures_total", "Grants at WeChat that failed (errcode, HTTP or network error).", &m.grantFails)
-	counter("wechatconf_loads_total", "Credentials taken from the store instead of granted here.", &m.loads)
-	counter("wechatconf_lease_waits_total", "Times this process waited for another holder of the store's lease.", &m.leaseWaits)
-	counter("wechatconf_lease_wait_seconds_total", "Seconds spent waiting for another holder of the store's lease.", &m.waitSecs)
-	counter("wechatconf_invalidations_total", "Credentials reported rejected by WeChat (compare-then-refresh).", &m.invalidations)
-	counter("wechatconf_store_errors_total", "Store failures: outages, not misses.", &m.storeErrors)
-
-	fmt.Fprintf(b, "# HELP wechatconf_credential_expiry_timestamp_seconds When the credential this process last obtained expires.\n")
-	fmt.Fprintf(b, "# TYPE wechatconf_credential_expiry_timestamp_seconds gauge\n")
-	for i, k := range kinds {
-		if m.expiry[i] != 0 {
-			fmt.Fprintf(b, "wechatconf_credential_expiry_timestamp_seconds{kind=%s} %s\n", label(k.String()), num(m.expiry[i]))
-		}
-	}
-
-	keys := make([]requestKey, 0, len(m.requests))
-	for k := range m.requests {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b requestKey) int {
-		if c := strings.Compare(a.path, b.path); c != 0 {
-			return c
-		}
-		return a.code - b.code
-	})
-	fmt.Fprintf(b, "# HELP wechatconf_http_requests_total HTTP requests served, by path and status code.\n")
-	fmt.Fprintf(b, "# TYPE wechatconf_http_requests_total counter\n")
-	for _, k := range keys {
-		fmt.Fprintf(b, "wechatconf_http_requests_total{path=%s,code=\"%d\"} %d\n", label(k.path), k.code, m.requests[k])
-	}
-
-	paths := make([]string, 0, len(m.latency))
-	for p := range m.latency {
-		paths = append(paths, p)
-	}
-	slices.Sort(paths)
-	const hname = "wechatconf_http_request_duration_seconds"
-	fmt.Fprintf(b, "# HELP %s HTTP request latency, by path.\n# TYPE %s histogram\n", hname, hname)
-	for _, p := range paths {
-		h := m.latency[p]
-		var cum uint64
-		for i, le := range latencyBuckets {
-			cum += h.counts[i]
-			fmt.Fprintf(b, "%s_bucket{path=%s,le=\"%s\"} %d\n", hname, label(p), num(le), cum)
-		}
-		fmt.Fprintf(b, "%s_bucket{path=%s,le=\"+Inf\"} %d\n", hname, label(p), h.count)
-		fmt.Fprintf(b, "%s_sum{path=%s} %s\n", hname, label(p), num(h.sum))
-		fmt.Fprintf(b, "%s_count{path=%s} %d\n", hname, label(p), h.count)
-	}
-}
-
-// num formats a sample value the way Prometheus reads it.
-func num(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-
-// label quotes a label value with the text format's escapes (backslash,
-// double quote, newline).
-func label(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
-	return `"` + r.Replace(s) + `"`
+// serveHTTP writes the registry in the format the scraper asks for
+// (Prometheus text by default).
+func (m *metrics) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	m.handler.ServeHTTP(w, r)
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/wechatconf/wechatconf/conf"
@@ -46,7 +47,7 @@ func runServe(ctx context.Context, e *cmdEnv) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	ln := newLimitListener(tcp, e.o.maxConns)
-	h := newHandler(e.conf, e.key, e.metrics, e.log)
+	h := newHandler(e.conf, e.store, e.key, e.metrics, e.log)
 	srv := &http.Server{
 		ConnState:         ln.track,
 		Handler:           h,
@@ -97,51 +98,83 @@ func runServe(ctx context.Context, e *cmdEnv) error {
 }
 
 // handler is the serve API. Every /v1/ path needs the bearer key;
-// /healthz and /metrics do not (they reveal no credential).
+// /healthz, /readyz and /metrics do not (they reveal no credential).
 type handler struct {
 	conf    *conf.Conf
 	keySum  [sha256.Size]byte
 	m       *metrics
 	log     *slog.Logger
 	mux     *http.ServeMux
+	ready   *readiness
 	timeout time.Duration
+	// plain holds, per kind, the last value found plainJSON, so that
+	// the check runs once per credential rather than once per answer.
+	plain [len(kinds)]atomic.Pointer[string]
 }
 
-func newHandler(c *conf.Conf, key string, m *metrics, log *slog.Logger) *handler {
-	h := &handler{conf: c, keySum: sha256.Sum256([]byte(key)), m: m, log: log, mux: http.NewServeMux(), timeout: requestTimeout}
+// newHandler serves c's credentials to holders of key; st is c's store,
+// which /readyz probes.
+func newHandler(c *conf.Conf, st store.Store, key string, m *metrics, log *slog.Logger) *handler {
+	h := &handler{conf: c, keySum: sha256.Sum256([]byte(key)), m: m, log: log, mux: http.NewServeMux(), timeout: requestTimeout,
+		ready: newReadiness(st, readyKey(c.AppID()), log)}
+	// The GET credential routes are answered before the mux (ServeHTTP);
+	// they stay registered for HEAD and for the mux's 405 answers.
 	h.mux.HandleFunc("GET /v1/access_token", h.credential(conf.AccessToken))
 	h.mux.HandleFunc("GET /v1/jsapi_ticket", h.credential(conf.JSAPITicket))
 	h.mux.HandleFunc("GET /v1/wx_card_ticket", h.credential(conf.WXCardTicket))
 	h.mux.HandleFunc("GET /v1/ticket", h.ticketByType)
 	h.mux.HandleFunc("POST /v1/invalidate", h.invalidate)
 	h.mux.HandleFunc("GET /healthz", h.healthz)
-	h.mux.HandleFunc("GET /metrics", h.metrics)
+	h.mux.HandleFunc("GET /readyz", h.readyz)
+	h.mux.HandleFunc("GET /metrics", h.m.serveHTTP)
 	return h
 }
 
-// metricPaths are the paths counted by name; anything else is "other", so
-// that scanners cannot blow up the metrics' cardinality.
-var metricPaths = map[string]bool{
-	"/v1/access_token": true, "/v1/jsapi_ticket": true, "/v1/wx_card_ticket": true,
-	"/v1/ticket": true, "/v1/invalidate": true, "/healthz": true, "/metrics": true,
-}
-
+// ServeHTTP answers GET of a credential (nearly every request) without the
+// mux, a wrapped writer or a timer: the bearer check, the Conf's lock-free
+// hot path, a response appended into a pooled buffer, and lock-free
+// counters. Everything else goes through the mux.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
-	if strings.HasPrefix(r.URL.Path, "/v1/") && !h.authorized(r) {
-		sw.Header().Set("WWW-Authenticate", `Bearer realm="wechatconf"`)
-		writeJSON(sw, http.StatusUnauthorized, errorResponse{Error: "missing or wrong bearer key (send Authorization: Bearer KEY)"})
-	} else if _, pattern := h.mux.Handler(r); pattern == "" {
-		h.noRoute(sw, r)
-	} else {
-		h.mux.ServeHTTP(sw, r)
+	path := pathIndex(r.URL.Path)
+	var code int
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/v1/") && !h.authorized(r):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="wechatconf"`)
+		code = writeJSON(w, http.StatusUnauthorized, errorResponse{Error: "missing or wrong bearer key (send Authorization: Bearer KEY)"})
+	case r.Method == http.MethodGet && path <= pathTicket:
+		code = h.getCredential(w, r, path, start)
+	default:
+		sw := &statusWriter{ResponseWriter: w}
+		if _, pattern := h.mux.Handler(r); pattern == "" {
+			h.noRoute(sw, r)
+		} else {
+			h.mux.ServeHTTP(sw, r)
+		}
+		code = sw.status()
 	}
-	path := r.URL.Path
-	if !metricPaths[path] {
-		path = "other"
+	h.m.observeRequest(path, code, time.Since(start))
+}
+
+// getCredential serves GET of the credential path of index path
+// (pathAccessToken to pathTicket), received at start, and returns the
+// status it answered.
+func (h *handler) getCredential(w http.ResponseWriter, r *http.Request, path int, start time.Time) int {
+	switch path {
+	case pathAccessToken:
+		return h.serveCredential(w, r, conf.AccessToken, start)
+	case pathJSAPITicket:
+		return h.serveCredential(w, r, conf.JSAPITicket, start)
+	case pathWXCardTicket:
+		return h.serveCredential(w, r, conf.WXCardTicket, start)
 	}
-	h.m.observeRequest(path, sw.status(), time.Since(start))
+	switch r.URL.RawQuery { // the common queries, without parsing
+	case "", "type=jsapi":
+		return h.serveCredential(w, r, conf.JSAPITicket, start)
+	case "type=wx_card":
+		return h.serveCredential(w, r, conf.WXCardTicket, start)
+	}
+	return h.ticketQuery(w, r, start)
 }
 
 // noRoute answers what the mux has no handler for (404, 405, or a
@@ -166,7 +199,7 @@ func (h *handler) noRoute(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", rec.header.Get("Location"))
 		msg = "moved to " + rec.header.Get("Location")
 	case status == http.StatusNotFound:
-		msg = "no such endpoint (see the README: /v1/access_token, /v1/jsapi_ticket, /v1/wx_card_ticket, /v1/ticket, /v1/invalidate, /healthz, /metrics)"
+		msg = "no such endpoint (see the README: /v1/access_token, /v1/jsapi_ticket, /v1/wx_card_ticket, /v1/ticket, /v1/invalidate, /healthz, /readyz, /metrics)"
 	default:
 		msg = http.StatusText(status)
 	}
@@ -198,13 +231,26 @@ func (r *headerRecorder) Write(p []byte) (int, error) {
 // authorized compares the bearer key in constant time. Both sides are
 // hashed first, so that not even the key's length leaks through timing.
 func (h *handler) authorized(r *http.Request) bool {
-	v := r.Header.Get("Authorization")
+	return bearerOK(r.Header.Get("Authorization"), &h.keySum)
+}
+
+// bearerOK reports whether the Authorization value v carries the key whose
+// SHA-256 is keySum. A key of up to 128 bytes is hashed from a stack copy,
+// without an allocation.
+func bearerOK(v string, keySum *[sha256.Size]byte) bool {
 	const scheme = "bearer "
 	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
 		return false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(v[len(scheme):])))
-	return subtle.ConstantTimeCompare(sum[:], h.keySum[:]) == 1
+	key := strings.TrimSpace(v[len(scheme):])
+	var sum [sha256.Size]byte
+	var buf [128]byte
+	if len(key) <= len(buf) {
+		sum = sha256.Sum256(buf[:copy(buf[:], key)])
+	} else {
+		sum = sha256.Sum256([]byte(key))
+	}
+	return subtle.ConstantTimeCompare(sum[:], keySum[:]) == 1
 }
 
 // credentialResponse is the answer of the credential endpoints and of
@@ -224,36 +270,56 @@ type errorResponse struct {
 }
 
 func (h *handler) credential(kind conf.Kind) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { h.serveCredential(w, r, kind) }
+	return func(w http.ResponseWriter, r *http.Request) { h.serveCredential(w, r, kind, time.Now()) }
 }
 
 // ticketByType serves GET /v1/ticket?type=jsapi|wx_card (jsapi by default).
 func (h *handler) ticketByType(w http.ResponseWriter, r *http.Request) {
+	h.ticketQuery(w, r, time.Now())
+}
+
+func (h *handler) ticketQuery(w http.ResponseWriter, r *http.Request, start time.Time) int {
 	typ := r.URL.Query().Get("type")
 	if typ == "" {
 		typ = "jsapi"
 	}
 	kind, err := ticketKind(typ)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorResponse{Error: "type must be jsapi or wx_card"})
-		return
+		return writeJSON(w, http.StatusBadRequest, errorResponse{Error: "type must be jsapi or wx_card"})
 	}
-	h.serveCredential(w, r, kind)
+	return h.serveCredential(w, r, kind, start)
 }
 
-func (h *handler) serveCredential(w http.ResponseWriter, r *http.Request, kind conf.Kind) {
-	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
-	defer cancel()
-	item, err := h.conf.Credential(ctx, kind)
-	if err != nil {
-		h.fail(w, r, kind, err)
-		return
+// serveCredential answers a credential of kind to a request received at
+// start (expires_in counts from there) and returns the status.
+//
+// The Conf serves a fresh local copy, or a valid one while it refreshes in
+// the background, without looking at the context; only when it has nothing
+// valid does it wait. So the first try runs with noWait, a context that is
+// already done: it costs no timer and answers nearly every request. Only
+// if the Conf would have waited is the wait bounded by h.timeout and tried
+// again. Correctness never rests on that first try: were the Conf to
+// consult the context sooner, the second try would answer, only slower.
+func (h *handler) serveCredential(w http.ResponseWriter, r *http.Request, kind conf.Kind, start time.Time) int {
+	item, err := h.conf.Credential(noWait, kind)
+	if errors.Is(err, errNoWait) {
+		ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+		defer cancel()
+		item, err = h.conf.Credential(ctx, kind)
 	}
-	writeJSON(w, http.StatusOK, toResponse(kind, item))
+	if err != nil {
+		return h.fail(w, r, kind, err)
+	}
+	return h.writeCredential(w, kind, item, start)
 }
 
 func toResponse(kind conf.Kind, item store.Item) credentialResponse {
-	resp := credentialResponse{ExpiresAt: item.ExpiresAt.Unix(), ExpiresIn: int64(max(time.Until(item.ExpiresAt), 0) / time.Second)}
+	return toResponseAt(kind, item, time.Now())
+}
+
+// toResponseAt is toResponse at now.
+func toResponseAt(kind conf.Kind, item store.Item, now time.Time) credentialResponse {
+	resp := credentialResponse{ExpiresAt: item.ExpiresAt.Unix(), ExpiresIn: int64(max(item.ExpiresAt.Sub(now), 0) / time.Second)}
 	switch kind {
 	case conf.AccessToken:
 		resp.AccessToken = item.Value
@@ -342,19 +408,16 @@ func kindByName(name string) (conf.Kind, bool) {
 	return 0, false
 }
 
+// healthz is the liveness check: the process answers. It does not look
+// at the store (that is /readyz), so that an outage of the store does not
+// make an orchestrator restart every node.
 func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	h.m.write(w)
+	writeJSON(w, http.StatusOK, statusResponse{Status: "ok"})
 }
 
 // fail answers an error of the library: 502 when WeChat refused or could
 // not be reached, 503 when no credential could be had in time.
-func (h *handler) fail(w http.ResponseWriter, r *http.Request, kind conf.Kind, err error) {
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, kind conf.Kind, err error) int {
 	status, code := http.StatusBadGateway, 0
 	var ae *conf.APIError
 	var le *conf.RefreshLimitedError
@@ -373,16 +436,17 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, kind conf.Kind, e
 		status = http.StatusInternalServerError
 	}
 	h.log.Warn("wechatconf: request failed", "path", r.URL.Path, "kind", kind.String(), "status", status, "err", err.Error())
-	writeJSON(w, status, errorResponse{Error: describe(err), ErrCode: code})
+	return writeJSON(w, status, errorResponse{Error: describe(err), ErrCode: code})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+// writeJSON answers v in JSON with status, and returns status.
+func writeJSON(w http.ResponseWriter, status int, v any) int {
+	setJSONHeaders(w.Header())
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
+	return status
 }
 
 // statusWriter remembers the status code for the metrics.

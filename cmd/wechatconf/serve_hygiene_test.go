@@ -57,7 +57,7 @@ func TestServeEveryAnswerJSON(t *testing.T) {
 		}
 	}
 	// Unknown paths are counted as "other", whatever the status.
-	if v := a.scrape()[`wechatconf_http_requests_total{path="other",code="404"}`]; v != 2 {
+	if v := a.scrape()[sr(`wechatconf_http_requests_total`, `code="404",path="other"`)]; v != 2 {
 		t.Errorf("404s counted %v, want 2", v)
 	}
 }

@@ -41,15 +41,16 @@ func newAPI(t *testing.T, fakeOpts ...wechattest.Option) *api {
 func newAPIWith(t *testing.T, confOpts []conf.Option, fakeOpts ...wechattest.Option) *api {
 	t.Helper()
 	fake := newFake(t, fakeOpts...)
-	m := newMetrics()
-	c, err := conf.New(append([]conf.Option{conf.WithAppID(appID, secret), conf.WithStore(store.NewMemory()),
+	m := newMetrics(appID)
+	st := store.NewMemory()
+	c, err := conf.New(append([]conf.Option{conf.WithAppID(appID, secret), conf.WithStore(st),
 		conf.WithBaseURLs(fake.URL()), conf.WithObserver(m.observe), conf.WithBusyRetries(0, time.Millisecond)}, confOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	logs := &watcher{}
-	srv := httptest.NewServer(newHandler(c, testKey, m, slog.New(slog.NewTextHandler(logs, nil))))
+	srv := httptest.NewServer(newHandler(c, st, testKey, m, slog.New(slog.NewTextHandler(logs, nil))))
 	t.Cleanup(srv.Close)
 	return &api{t: t, fake: fake, conf: c, srv: srv, logs: logs}
 }
@@ -364,10 +365,10 @@ func TestServeErrors(t *testing.T) {
 		t.Errorf("the quota answer was asked for again %d times; want 0 within the backoff", n)
 	}
 	m := a.scrape()
-	if v := m[`wechatconf_grant_failures_total{kind="access_token"}`]; v != 1 {
+	if v := m[sr(`wechatconf_grant_failures_total`, `kind="access_token"`)]; v != 1 {
 		t.Errorf("grant failures %v, want 1", v)
 	}
-	if v := m[`wechatconf_http_requests_total{path="/v1/access_token",code="502"}`]; v != 2 {
+	if v := m[sr(`wechatconf_http_requests_total`, `code="502",path="/v1/access_token"`)]; v != 2 {
 		t.Errorf("502 count %v, want 2", v)
 	}
 	if !strings.Contains(a.logs.String(), "request failed") {
@@ -403,25 +404,25 @@ func TestServeMetrics(t *testing.T) {
 	m := a.scrape()
 	s := a.fake.Stats()
 	want := map[string]float64{
-		`wechatconf_grants_total{kind="access_token"}`:                                       float64(s.TokenGrants),
-		`wechatconf_grants_total{kind="jsapi_ticket"}`:                                       float64(s.JSAPITickets),
-		`wechatconf_grants_total{kind="wx_card_ticket"}`:                                     0,
-		`wechatconf_grant_failures_total{kind="access_token"}`:                               0,
-		`wechatconf_store_errors_total{kind="access_token"}`:                                 0,
-		`wechatconf_lease_waits_total{kind="access_token"}`:                                  0,
-		`wechatconf_lease_wait_seconds_total{kind="access_token"}`:                           0,
-		`wechatconf_loads_total{kind="access_token"}`:                                        0,
-		`wechatconf_invalidations_total{kind="access_token"}`:                                1,
-		`wechatconf_invalidations_total{kind="jsapi_ticket"}`:                                0,
-		`wechatconf_http_requests_total{path="/v1/access_token",code="200"}`:                 4,
-		`wechatconf_http_requests_total{path="/v1/access_token",code="401"}`:                 1,
-		`wechatconf_http_requests_total{path="/v1/jsapi_ticket",code="200"}`:                 1,
-		`wechatconf_http_requests_total{path="/v1/invalidate",code="200"}`:                   1,
-		`wechatconf_http_requests_total{path="/v1/invalidate",code="400"}`:                   1,
-		`wechatconf_http_requests_total{path="/healthz",code="200"}`:                         1,
-		`wechatconf_http_requests_total{path="other",code="404"}`:                            1,
-		`wechatconf_http_request_duration_seconds_count{path="/v1/access_token"}`:            5,
-		`wechatconf_http_request_duration_seconds_bucket{path="/v1/access_token",le="+Inf"}`: 5,
+		sr(`wechatconf_grants_total`, `kind="access_token"`):                                       float64(s.TokenGrants),
+		sr(`wechatconf_grants_total`, `kind="jsapi_ticket"`):                                       float64(s.JSAPITickets),
+		sr(`wechatconf_grants_total`, `kind="wx_card_ticket"`):                                     0,
+		sr(`wechatconf_grant_failures_total`, `kind="access_token"`):                               0,
+		sr(`wechatconf_store_errors_total`, `kind="access_token"`):                                 0,
+		sr(`wechatconf_lease_waits_total`, `kind="access_token"`):                                  0,
+		sr(`wechatconf_lease_wait_seconds_total`, `kind="access_token"`):                           0,
+		sr(`wechatconf_loads_total`, `kind="access_token"`):                                        0,
+		sr(`wechatconf_invalidations_total`, `kind="access_token"`):                                1,
+		sr(`wechatconf_invalidations_total`, `kind="jsapi_ticket"`):                                0,
+		sr(`wechatconf_http_requests_total`, `code="200",path="/v1/access_token"`):                 4,
+		sr(`wechatconf_http_requests_total`, `code="401",path="/v1/access_token"`):                 1,
+		sr(`wechatconf_http_requests_total`, `code="200",path="/v1/jsapi_ticket"`):                 1,
+		sr(`wechatconf_http_requests_total`, `code="200",path="/v1/invalidate"`):                   1,
+		sr(`wechatconf_http_requests_total`, `code="400",path="/v1/invalidate"`):                   1,
+		sr(`wechatconf_http_requests_total`, `code="200",path="/healthz"`):                         1,
+		sr(`wechatconf_http_requests_total`, `code="404",path="other"`):                            1,
+		sr(`wechatconf_http_request_duration_seconds_count`, `path="/v1/access_token"`):            5,
+		sr(`wechatconf_http_request_duration_seconds_bucket`, `path="/v1/access_token",le="+Inf"`): 5,
 	}
 	if s.TokenGrants != 2 || s.JSAPITickets != 1 {
 		t.Fatalf("stats %+v: want 2 token grants and 1 ticket", s)
@@ -434,13 +435,13 @@ func TestServeMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want %v", series, got, v)
 		}
 	}
-	if exp := m[`wechatconf_credential_expiry_timestamp_seconds{kind="access_token"}`]; exp < float64(time.Now().Unix()) {
+	if exp := m[sr(`wechatconf_credential_expiry_timestamp_seconds`, `kind="access_token"`)]; exp < float64(time.Now().Unix()) {
 		t.Errorf("access token expiry gauge %v is not in the future", exp)
 	}
 	// Buckets are cumulative and end at the count.
 	var prev float64
 	for _, le := range latencyBuckets {
-		v, ok := m[`wechatconf_http_request_duration_seconds_bucket{path="/v1/access_token",le="`+num(le)+`"}`]
+		v, ok := m[sr(`wechatconf_http_request_duration_seconds_bucket`, `path="/v1/access_token",le="`+strconv.FormatFloat(le, 'g', -1, 64)+`"`)]
 		if !ok || v < prev {
 			t.Fatalf("bucket le=%v: %v (present %v), previous %v", le, v, ok, prev)
 		}
@@ -449,7 +450,7 @@ func TestServeMetrics(t *testing.T) {
 	if prev > 5 {
 		t.Errorf("last bucket %v above the count", prev)
 	}
-	if sum := m[`wechatconf_http_request_duration_seconds_sum{path="/v1/access_token"}`]; sum <= 0 {
+	if sum := m[sr(`wechatconf_http_request_duration_seconds_sum`, `path="/v1/access_token"`)]; sum <= 0 {
 		t.Errorf("latency sum %v", sum)
 	}
 
@@ -474,28 +475,43 @@ func TestServeMetrics(t *testing.T) {
 
 // Lease waits are counted with their time, from the engine's events.
 func TestMetricsObserve(t *testing.T) {
-	m := newMetrics()
+	m := newMetrics(appID)
 	m.observe(conf.Event{Type: conf.EventLeaseWaited, Kind: conf.JSAPITicket, Wait: 1500 * time.Millisecond})
 	m.observe(conf.Event{Type: conf.EventLeaseWaited, Kind: conf.JSAPITicket, Wait: 500 * time.Millisecond})
 	m.observe(conf.Event{Type: conf.EventStoreError, Kind: conf.WXCardTicket})
 	m.observe(conf.Event{Type: conf.EventLoaded, Kind: conf.AccessToken, ExpiresAt: time.Unix(1700000000, 0)})
 	m.observe(conf.Event{Type: conf.EventGranted, Kind: conf.Kind(42)}) // ignored, no panic
-	var b strings.Builder
-	m.write(&b)
-	got := parseMetrics(t, b.String())
+	got := parseMetrics(t, scrapeMetrics(t, m))
 	for series, v := range map[string]float64{
-		`wechatconf_lease_waits_total{kind="jsapi_ticket"}`:                   2,
-		`wechatconf_lease_wait_seconds_total{kind="jsapi_ticket"}`:            2,
-		`wechatconf_store_errors_total{kind="wx_card_ticket"}`:                1,
-		`wechatconf_loads_total{kind="access_token"}`:                         1,
-		`wechatconf_credential_expiry_timestamp_seconds{kind="access_token"}`: 1700000000,
-		`wechatconf_grants_total{kind="access_token"}`:                        0,
+		sr(`wechatconf_lease_waits_total`, `kind="jsapi_ticket"`):                   2,
+		sr(`wechatconf_lease_wait_seconds_total`, `kind="jsapi_ticket"`):            2,
+		sr(`wechatconf_store_errors_total`, `kind="wx_card_ticket"`):                1,
+		sr(`wechatconf_loads_total`, `kind="access_token"`):                         1,
+		sr(`wechatconf_credential_expiry_timestamp_seconds`, `kind="access_token"`): 1700000000,
+		sr(`wechatconf_grants_total`, `kind="access_token"`):                        0,
 	} {
-		if got[series] != v {
-			t.Errorf("%s = %v, want %v", series, got[series], v)
+		if v2, ok := got[series]; !ok || v2 != v {
+			t.Errorf("%s = %v (present %v), want %v", series, v2, ok, v)
 		}
 	}
-	if label("a\"b\\c\nd") != `"a\"b\\c\nd"` {
-		t.Errorf("label escaping: %s", label("a\"b\\c\nd"))
+	if _, ok := got[sr(`wechatconf_credential_expiry_timestamp_seconds`, `kind="jsapi_ticket"`)]; ok {
+		t.Error("an expiry never known is shown")
 	}
+}
+
+// sr names a series of the test app, labels (but app) in the order
+// client_golang writes them: by name.
+func sr(name, labels string) string {
+	return name + `{app="` + appID + `",` + labels + `}`
+}
+
+// scrapeMetrics returns what m's /metrics handler writes.
+func scrapeMetrics(t *testing.T, m *metrics) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.serveHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("/metrics: %d", rec.Code)
+	}
+	return rec.Body.String()
 }

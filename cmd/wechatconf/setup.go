@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/wechatconf/wechatconf/conf"
+	"github.com/wechatconf/wechatconf/store"
 	"github.com/wechatconf/wechatconf/wechattest"
 	"github.com/wechatconf/wechatconf/wecom"
 )
@@ -27,6 +28,7 @@ type cmdEnv struct {
 	conf           *conf.Conf
 	wecom          *wecom.App // with --corpid, instead of conf
 	metrics        *metrics
+	store          store.Store // serve: the Conf's store, for /readyz
 	appID          string
 	storeDesc      string   // the store URL without its password
 	apiBases       []string // the WeChat hosts in use
@@ -57,7 +59,7 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 		// --dev must never touch production settings by accident.
 		getenv = func(string) string { return "" }
 	}
-	e := &cmdEnv{cmd: cmd, o: o, stdout: stdout, stderr: stderr, metrics: newMetrics()}
+	e := &cmdEnv{cmd: cmd, o: o, stdout: stdout, stderr: stderr}
 	defer func() {
 		if err != nil {
 			e.close()
@@ -99,6 +101,7 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 		}
 	}
 	e.appID = appID
+	e.metrics = newMetrics(appID)
 	bases, err := apiBases(o, getenv)
 	if err != nil {
 		return nil, err
@@ -166,6 +169,7 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 		return nil, err
 	}
 	e.closers = append(e.closers, closeStore)
+	e.store = st
 
 	if corpID != "" {
 		return e, newWeComApp(e, corpID, agentID, secret, st, bases)
