@@ -198,6 +198,9 @@ type Keeper struct {
 	// What the limits of limits.go remember.
 	mu          sync.Mutex
 	leaseless   leaselessGrant // guarded by mu, held across the grant
+	rejMu       sync.Mutex
+	rejected    [rejectedMemory]string // values WeChat rejected lately, guarded by rejMu
+	rejNext     int
 	fatalMu     sync.Mutex
 	fatal       fatalError   // guarded by fatalMu
 	forcedUntil atomic.Int64 // Unix ns: no forced refresh before, as last learned
@@ -343,6 +346,7 @@ func (k *Keeper) Invalidate(ctx context.Context, value string) (store.Item, erro
 	if value == "" {
 		return store.Item{}, fmt.Errorf("credential: %s: Invalidate: empty value", k.name)
 	}
+	k.noteRejected(value)
 	return k.slow(ctx, value)
 }
 
@@ -549,7 +553,7 @@ func (k *Keeper) holdAfterFailure(rejected string) {
 // prev returns the local copy unless it is the rejected value.
 func (k *Keeper) prev(rejected string) *cached {
 	p := k.cur.Load()
-	if p == nil || (rejected != "" && p.item.Value == rejected) {
+	if p == nil || (rejected != "" && p.item.Value == rejected) || k.wasRejected(p.item.Value) {
 		return nil
 	}
 	return p
@@ -572,5 +576,42 @@ func (k *Keeper) publish(p *cached, now time.Time) {
 // before its refresh point (every node computes the same one) and not the
 // rejected value.
 func (k *Keeper) usable(item store.Item, rejected string) bool {
-	return item.Value != "" && k.now().Before(k.staleAt(item)) && (rejected == "" || item.Value != rejected)
+	return item.Value != "" && k.now().Before(k.staleAt(item)) && (rejected == "" || item.Value != rejected) && !k.wasRejected(item.Value)
+}
+
+// rejectedMemory is how many values WeChat rejected a Keeper remembers.
+const rejectedMemory = 4
+
+// noteRejected remembers that WeChat rejected value: it is never served
+// again from the store. Newer-wins alone cannot promise that: expiries are
+// counted from whole-second lifetimes, so a replacement may look older than
+// the value it replaced, and a store that keeps the older-looking one would
+// hand a dead credential back at the next read.
+func (k *Keeper) noteRejected(value string) {
+	k.rejMu.Lock()
+	defer k.rejMu.Unlock()
+	for _, v := range k.rejected {
+		if v == value {
+			return
+		}
+	}
+	k.rejected[k.rejNext] = value
+	k.rejNext = (k.rejNext + 1) % rejectedMemory
+}
+
+// isRejected reports whether value is rejected, or was rejected lately.
+func (k *Keeper) isRejected(value, rejected string) bool {
+	return value == rejected || k.wasRejected(value)
+}
+
+// wasRejected reports whether WeChat rejected value lately.
+func (k *Keeper) wasRejected(value string) bool {
+	k.rejMu.Lock()
+	defer k.rejMu.Unlock()
+	for _, v := range k.rejected {
+		if v != "" && v == value {
+			return true
+		}
+	}
+	return false
 }

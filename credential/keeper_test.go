@@ -340,3 +340,43 @@ func BenchmarkKeeperGetHot(b *testing.B) {
 		}
 	}
 }
+
+// Seen when the token server's client landed: expiries come from whole
+// seconds of lifetime, so a replacement (7199 s left) looked older than the
+// token it replaced (7200 s left), newer-wins kept the dead one in the
+// store, and the next re-read served it again. A value WeChat rejected is
+// never served again.
+func TestRejectedValueIsNeverServedAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		st := store.NewMemory()
+		k, err := credential.New(credential.Config{
+			Name: "access_token", Key: "{app}:access_token", Store: st,
+			Fetch: func(context.Context) (store.Item, error) {
+				return store.Item{Value: "T1", ExpiresAt: start.Add(7200 * time.Second)}, nil
+			},
+			Invalidate: func(context.Context, string) (store.Item, error) {
+				return store.Item{Value: "T2", ExpiresAt: time.Now().Add(7199 * time.Second)}, nil
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		if it, _ := k.Get(t.Context()); it.Value != "T1" {
+			t.Fatalf("got %q; want T1", it.Value)
+		}
+		time.Sleep(10 * time.Millisecond)
+		if it, err := k.Invalidate(t.Context(), "T1"); err != nil || it.Value != "T2" {
+			t.Fatalf("Invalidate: %q, %v; want T2", it.Value, err)
+		}
+		for range 3 {
+			time.Sleep(credential.DefaultReread + time.Second)
+			k.Get(t.Context())
+			synctest.Wait()
+			if it, _ := k.Get(t.Context()); it.Value != "T2" {
+				t.Fatalf("after a re-read got %q; want T2, never the rejected T1", it.Value)
+			}
+		}
+	})
+}

@@ -33,12 +33,12 @@ func (k *Keeper) refresh(ctx context.Context, rejected string) (store.Item, any,
 		k.keep(item, false)
 		return item, nil, nil
 	case err == nil || errors.Is(err, store.ErrNotFound):
-		if prev != nil && k.usable(prev.item, rejected) && (err != nil || !item.Newer(prev.item)) {
-			// The store lost it (eviction, restart, a bad record) or
-			// holds an older one: ours is still good.
+		if prev != nil && k.usable(prev.item, rejected) && (err != nil || !item.Newer(prev.item) || k.wasRejected(item.Value)) {
+			// The store lost it (eviction, restart, a bad record), holds
+			// an older one or one WeChat rejected: ours is still good.
 			return k.putBack(ctx, prev), nil, nil
 		}
-		if err == nil && rejected != "" && item.Value == rejected {
+		if err == nil && rejected != "" && k.isRejected(item.Value, rejected) {
 			if err := k.forcedLimited(); err != nil {
 				return store.Item{}, nil, err
 			}
@@ -142,7 +142,7 @@ func (k *Keeper) fromFetch(ctx context.Context, rejected string) (store.Item, er
 		return store.Item{}, fmt.Errorf("credential: %s refresh function: %w", k.name, err)
 	}
 	now := k.now()
-	if !item.Fresh(now, 0) || !item.Plausible(now) || (rejected != "" && item.Value == rejected) {
+	if !item.Fresh(now, 0) || !item.Plausible(now) || k.isRejected(item.Value, rejected) {
 		return store.Item{}, fmt.Errorf("%w: %s refresh function returned %v, which is expired, implausible or the rejected one", ErrUnavailable, k.name, item)
 	}
 	k.write(ctx, k.key, item)
@@ -285,7 +285,9 @@ func (k *Keeper) underLease(ctx context.Context, lease store.Lease, lockedAt tim
 			k.keep(item, false)
 			return item, nil, nil
 		case err == nil:
-			forced = rejected != "" && item.Value == rejected
+			// A store that still holds a rejected value (this one, or one
+			// reported lately) makes the grant a forced one.
+			forced = rejected != "" && k.isRejected(item.Value, rejected)
 		case errors.Is(err, store.ErrNotFound):
 		case g.ctx.Err() != nil:
 			return store.Item{}, nil, g.lapsed(ctx)
