@@ -1,0 +1,18 @@
+module github.com/wechatconf/wechatconf/adapters/silenceper
+
+go 1.26.0
+
+replace github.com/wechatconf/wechatconf => ../..
+
+require (
+	github.com/silenceper/wechat/v2 v2.1.10
+	github.com/wechatconf/wechatconf v0.0.0-00010101000000-000000000000
+)
+
+require (
+	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/dgryski/go-rendezvous v0.0.0-20200823014737-9f7001d12a5f // indirect
+	github.com/go-redis/redis/v8 v8.11.5 // indirect
+	golang.org/x/crypto v0.0.0-20220622213112-05595931fe9d // indirect
+)
