@@ -30,8 +30,9 @@ var DefaultHosts = []string{
 //
 // Requests to DefaultHosts whose access_token is one that a handle handed
 // out are sent as they are; when WeChat answers 40001, 40014 or 42001, that
-// exact token is invalidated (compare-then-refresh: across all nodes, one
-// grant, or none if another node already replaced it) and the request is
+// exact token is invalidated with every handle that handed it out
+// (compare-then-refresh: across all nodes, one grant, or none if another
+// node already replaced it) and the request is
 // sent once more with the replacement, so silenceper's caller sees the
 // answer to the retry. Everything else passes through untouched: other
 // hosts, requests with no access_token, and access tokens no handle handed
@@ -67,8 +68,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.base.RoundTrip(req)
 	}
 	tok := req.URL.Query().Get("access_token")
-	h := t.owner(tok)
-	if h == nil {
+	owners := t.owners(tok)
+	if len(owners) == 0 {
 		return t.base.RoundTrip(req)
 	}
 	resp, err := t.base.RoundTrip(req)
@@ -82,11 +83,21 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil && req.GetBody == nil {
 		return resp, nil // cannot replay: the caller sees the answer
 	}
-	fresh, err := h.c.Invalidate(req.Context(), conf.AccessToken, tok)
-	if err != nil || fresh == tok {
+	fresh := ""
+	for _, h := range owners {
+		// Every handle that handed tok out learns of the rejection; on one
+		// store, the first report grants and the others find it done.
+		f, err := h.c.Invalidate(req.Context(), conf.AccessToken, tok)
+		if err == nil && f != tok {
+			h.handedOut(req.Context(), f)
+			if fresh == "" {
+				fresh = f
+			}
+		}
+	}
+	if fresh == "" {
 		return resp, nil // no replacement: the caller sees WeChat's answer
 	}
-	h.handedOut(req.Context(), fresh)
 	resp.Body.Close()
 	r := req.Clone(req.Context())
 	q := r.URL.Query()
@@ -102,17 +113,19 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(r)
 }
 
-// owner returns the handle that handed tok out, or nil.
-func (t *transport) owner(tok string) *Handle {
+// owners returns the handles that handed tok out: usually one, more when
+// one process holds several Confs of the same app.
+func (t *transport) owners(tok string) []*Handle {
 	if tok == "" {
 		return nil
 	}
+	var hs []*Handle
 	for _, h := range t.handles {
 		if h != nil && h.issued(tok) {
-			return h
+			hs = append(hs, h)
 		}
 	}
-	return nil
+	return hs
 }
 
 // errcodeOf reads a small JSON answer's errcode, leaving resp's body intact
