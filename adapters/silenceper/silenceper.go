@@ -88,7 +88,9 @@ type Option func(*Handle)
 // (Legacy.TokenKey, Legacy.TicketKey), with a lifetime that ends with the
 // credential's. Nodes still on silenceper's cache then use the Conf's
 // credentials and never find the key empty while the Conf keeps the
-// credential fresh, so they make no grants of their own. The write happens
+// credential fresh, so they make no grants of their own. The first write
+// also covers a seeded credential (Legacy.SeedOptions): it rewrites the old
+// entry to live as long as the seed, past the Conf's refresh. The write happens
 // when the Handle first hands a new credential out, not at the grant itself:
 // an app whose Handle is idle at the end of a token's life lets the old
 // nodes grant once, which the Conf then meets as a rejection (one more
