@@ -52,9 +52,14 @@ func (f toFake) RoundTrip(req *http.Request) (*http.Response, error) {
 // The variable is global: tests that call it do not run in parallel.
 func useClient(t testing.TB, rt http.RoundTripper) {
 	t.Helper()
+	t.Cleanup(swapClient(rt))
+}
+
+// swapClient points util.DefaultHTTPClient at rt and returns what undoes it.
+func swapClient(rt http.RoundTripper) func() {
 	old := util.DefaultHTTPClient
 	util.DefaultHTTPClient = &http.Client{Transport: rt, Timeout: 10 * time.Second}
-	t.Cleanup(func() { util.DefaultHTTPClient = old })
+	return func() { util.DefaultHTTPClient = old }
 }
 
 // newConf returns a Conf for the fake's default app on st.
