@@ -13,6 +13,8 @@ import (
 
 // DefaultHosts are WeChat's API hosts for Official Accounts and Mini
 // Programs: the main one, the disaster-recovery one and the regional ones.
+// Transport reads them when it is called; WeCom's qyapi.weixin.qq.com is not
+// among them (its tokens come from a wecom.App, not a Conf).
 var DefaultHosts = []string{
 	"api.weixin.qq.com",
 	"api2.weixin.qq.com",
