@@ -1,6 +1,7 @@
 package silenceper_test
 
 import (
+	"context"
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
@@ -296,3 +297,50 @@ var (
 	_ credential.JsTicketContextHandle    = (*silenceper.Handle)(nil)
 	_ http.RoundTripper                   = silenceper.Transport(nil)
 )
+
+// TestTokenServerNode: a business node whose Conf gets its credentials from
+// a token server (WithRefreshFunc and WithInvalidateFunc, what tokenclient's
+// ConfOptions sets; here the "server" is another Conf) works behind a Handle
+// too, and a rejection seen through Transport reaches the server: one grant.
+func TestTokenServerNode(t *testing.T) {
+	srv := wechattest.NewServer()
+	t.Cleanup(srv.Close)
+	server := newConf(t, srv, store.NewMemory())
+	var invalidations int
+	var mu sync.Mutex
+	node, err := conf.New(
+		conf.WithAppID(appID, ""),
+		conf.WithRefreshFunc(conf.AccessToken, func(ctx context.Context) (store.Item, error) {
+			return server.GetAccessToken(ctx)
+		}),
+		conf.WithInvalidateFunc(conf.AccessToken, func(ctx context.Context, rejected string) (store.Item, error) {
+			mu.Lock()
+			invalidations++
+			mu.Unlock()
+			if _, err := server.Invalidate(ctx, conf.AccessToken, rejected); err != nil {
+				return store.Item{}, err
+			}
+			return server.GetAccessToken(ctx)
+		}),
+		conf.WithRefreshFunc(conf.JSAPITicket, func(ctx context.Context) (store.Item, error) {
+			return server.GetJSAPITicket(ctx)
+		}),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	h := silenceper.New(node)
+	useClient(t, silenceper.Transport(newToFake(srv), h))
+	oa := adapted(h)
+	if err := callAndSign(oa); err != nil {
+		t.Fatal(err)
+	}
+	srv.Revoke(appID)
+	if err := callbackIP(oa); err != nil {
+		t.Fatal(err)
+	}
+	if s := srv.Stats(); s.TokenGrants != 2 || s.Rejections != 1 || invalidations != 1 {
+		t.Fatalf("%d grants (want 2), %d rejections (want 1), %d reports to the server (want 1)", s.TokenGrants, s.Rejections, invalidations)
+	}
+}
