@@ -380,7 +380,7 @@ func (k *Keeper) slow(ctx context.Context, rejected string) (store.Item, error) 
 		switch {
 		case f.err != nil:
 			return store.Item{}, f.err
-		case rejected != "" && f.item.Value == rejected:
+		case rejected != "" && f.item.Value == rejected && f.rejected != rejected:
 			continue // that flight did not know of our rejection
 		}
 		return f.item, nil
@@ -597,6 +597,18 @@ func (k *Keeper) noteRejected(value string) {
 	}
 	k.rejected[k.rejNext] = value
 	k.rejNext = (k.rejNext + 1) % rejectedMemory
+}
+
+// forgetRejected drops value from the rejected ones: the grant endpoint
+// says it is current.
+func (k *Keeper) forgetRejected(value string) {
+	k.rejMu.Lock()
+	defer k.rejMu.Unlock()
+	for i, v := range k.rejected {
+		if v == value {
+			k.rejected[i] = ""
+		}
+	}
 }
 
 // isRejected reports whether value is rejected, or was rejected lately.

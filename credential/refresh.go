@@ -342,7 +342,11 @@ func (k *Keeper) callGrant(ctx context.Context, r Request) (Grant, error) {
 		case !gr.Item.Fresh(now, 0) || !gr.Item.Plausible(now):
 			err = fmt.Errorf("credential: %s: the grant returned %v: no value, expired, or an expiry further ahead than WeChat grants", k.name, gr.Item)
 		case r.Rejected != "" && gr.Item.Value == r.Rejected:
-			err = fmt.Errorf("%w: %s: WeChat granted the value it rejected", ErrUnavailable, k.name)
+			// The grant endpoint answered the very value a call was
+			// refused with: it is the platform's current one (WeCom's
+			// gettoken and the tickets repeat while valid; that
+			// rejection was stray). Take the grant endpoint's word.
+			k.forgetRejected(gr.Item.Value)
 		}
 	}
 	if err != nil {

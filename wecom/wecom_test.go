@@ -361,3 +361,34 @@ func TestSameTokenOnRepeatThroughCycles(t *testing.T) {
 		}
 	})
 }
+
+// A stray 40014 on a token WeCom still holds current: gettoken answers the
+// same token, which is WeCom's word that it is the current one; the call is
+// retried with it and works, instead of failing until the token expires.
+func TestStrayRejectionOfTheCurrentToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := fakeWeCom()
+		a := newApp(t, fake, store.NewMemory(), corp, secret, wecom.WithAgentID(agent))
+		tok, err := a.AccessToken(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls := 0
+		err = a.Do(t.Context(), func(got string) error {
+			calls++
+			if calls == 1 {
+				return &wecom.APIError{Endpoint: wechattest.PathWeComAgentGet, Code: 40014, Msg: "invalid access_token", Platform: wecom.Platform}
+			}
+			return protected(t.Context(), fake, got, agent)
+		})
+		if err != nil || calls != 2 {
+			t.Fatalf("Do: %v after %d calls; want the retry with the same, current token to work", err, calls)
+		}
+		if cur, _ := a.AccessToken(t.Context()); cur != tok {
+			t.Fatalf("token changed; want WeCom's current one kept")
+		}
+		if s := fake.Stats(); s.TokenGrants != 1 || s.TokenRepeats != 1 {
+			t.Fatalf("stats %+v; want 1 grant and 1 repeat answer", s)
+		}
+	})
+}
