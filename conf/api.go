@@ -57,16 +57,11 @@ func (r TicketResponse) GoString() string { return "conf.TicketResponse" + r.Str
 // api calls WeChat's Official Account API.
 type api struct{ wxapi.Client }
 
-// call performs one logical request (see wxapi.Client.Call).
-func (a *api) call(ctx context.Context, path string, query url.Values, body any, out any) error {
-	return a.Client.Call(ctx, path, query, body, out)
-}
-
 // grantToken calls /cgi-bin/token.
 func (a *api) grantToken(ctx context.Context, appID, secret string) (*TokenResponse, error) {
 	q := url.Values{"grant_type": {"client_credential"}, "appid": {appID}, "secret": {secret}}
 	var r TokenResponse
-	if err := a.call(ctx, pathToken, q, nil, &r); err != nil {
+	if err := a.Call(ctx, pathToken, q, nil, &r); err != nil {
 		return nil, err
 	}
 	return &r, checkGrant(pathToken, r.AccessToken, r.ExpiresIn)
@@ -82,7 +77,7 @@ func (a *api) grantStableToken(ctx context.Context, appID, secret string, force 
 		ForceRefresh bool   `json:"force_refresh"`
 	}{"client_credential", appID, secret, force}
 	var r TokenResponse
-	if err := a.call(ctx, pathStableToken, nil, body, &r); err != nil {
+	if err := a.Call(ctx, pathStableToken, nil, body, &r); err != nil {
 		return nil, err
 	}
 	return &r, checkGrant(pathStableToken, r.AccessToken, r.ExpiresIn)
@@ -92,7 +87,7 @@ func (a *api) grantStableToken(ctx context.Context, appID, secret string, force 
 func (a *api) grantTicket(ctx context.Context, accessToken, typ string) (*TicketResponse, error) {
 	q := url.Values{"access_token": {accessToken}, "type": {typ}}
 	var r TicketResponse
-	if err := a.call(ctx, pathTicket, q, nil, &r); err != nil {
+	if err := a.Call(ctx, pathTicket, q, nil, &r); err != nil {
 		return nil, err
 	}
 	return &r, checkGrant(pathTicket, r.Ticket, r.ExpiresIn)

@@ -115,7 +115,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok || t.cfg.Invalid == nil {
 		return resp, nil
 	}
-	code, resp, err := errcodeOf(resp)
+	code, resp, err := PeekErrcode(resp)
 	if err != nil || !t.cfg.Invalid(code) {
 		return resp, err
 	}
@@ -158,9 +158,11 @@ func (t *transport) send(req *http.Request, value string, again bool) (*http.Res
 	return resp, nil
 }
 
-// errcodeOf reads a small JSON answer's errcode, leaving resp's body intact
-// for the caller.
-func errcodeOf(resp *http.Response) (int, *http.Response, error) {
+// PeekErrcode reads the errcode of a small JSON answer (0 when there is
+// none, or the answer is large or not JSON), leaving resp's body intact for
+// the caller: a transport's way to notice WeChat's rejections. On a read
+// error resp's body is closed and nil returned.
+func PeekErrcode(resp *http.Response) (int, *http.Response, error) {
 	ct := resp.Header.Get("Content-Type")
 	if resp.ContentLength > peekLimit || (!strings.Contains(ct, "json") && !strings.HasPrefix(ct, "text/plain")) {
 		return 0, resp, nil

@@ -1,14 +1,12 @@
 package silenceper
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 
 	"github.com/wechatconf/wechatconf/conf"
+	"github.com/wechatconf/wechatconf/credential"
 )
 
 // DefaultHosts are WeChat's API hosts for Official Accounts and Mini
@@ -60,10 +58,6 @@ type transport struct {
 	hosts   map[string]bool
 }
 
-// peekLimit: larger answers are not inspected for an errcode (media
-// downloads and the like); errcode answers are tiny.
-const peekLimit = 4 << 10
-
 // RoundTrip implements http.RoundTripper.
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !t.hosts[strings.ToLower(req.URL.Hostname())] {
@@ -78,7 +72,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	code, resp, err := errcodeOf(resp)
+	code, resp, err := credential.PeekErrcode(resp)
 	if err != nil || !conf.IsInvalidCredentialCode(code) {
 		return resp, err
 	}
@@ -128,34 +122,4 @@ func (t *transport) owners(tok string) []*Handle {
 		}
 	}
 	return hs
-}
-
-// errcodeOf reads a small JSON answer's errcode, leaving resp's body intact
-// for the caller.
-func errcodeOf(resp *http.Response) (int, *http.Response, error) {
-	ct := resp.Header.Get("Content-Type")
-	if resp.ContentLength > peekLimit || (!strings.Contains(ct, "json") && !strings.HasPrefix(ct, "text/plain")) {
-		return 0, resp, nil
-	}
-	head, err := io.ReadAll(io.LimitReader(resp.Body, peekLimit+1))
-	if err != nil {
-		resp.Body.Close()
-		return 0, nil, errors.New("silenceper: transport: read answer: " + err.Error())
-	}
-	resp.Body = readCloser{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
-	if len(head) > peekLimit {
-		return 0, resp, nil
-	}
-	var eb struct {
-		ErrCode int `json:"errcode"`
-	}
-	if json.Unmarshal(head, &eb) != nil {
-		return 0, resp, nil
-	}
-	return eb.ErrCode, resp, nil
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
 }
