@@ -126,7 +126,7 @@ func (a *app) invalidate(ctx context.Context, k credKind, value string) error {
 func (a *app) resolveSeries() {
 	for k := range numCredKinds {
 		if a.has(k) {
-			a.m.kind(k)
+			a.m.resolve(k)
 		}
 	}
 }

@@ -102,43 +102,30 @@ func routePath(route int, appRoute bool) int {
 	return route
 }
 
-// statusCodes are the codes the handler answers with, whose request
-// counters are kept in a table; another code (a Go server oddity) takes the
-// CounterVec's map.
-var statusCodes = [...]int{200, 301, 307, 308, 400, 401, 403, 404, 405, 413, 429, 500, 502, 503}
-
-func codeIndex(code int) int {
-	for i, c := range statusCodes {
-		if c == code {
-			return i
-		}
-	}
-	return -1
-}
-
 // metrics counts what the refresh engines and the HTTP API did, on a
 // Prometheus registry of the server's own, with the Go runtime and process
 // collectors beside. Every series carries the app label: the app's id in
 // the configuration (the AppID or CorpID with the single-app flags), ""
 // for requests that name no app, so bounded by the configuration.
 //
-// The request path costs no lock and no allocation: a series is resolved
+// A 200 answer costs no lock and no allocation: its counter is resolved
 // the first time it happens and then loaded atomically from its app's
-// tables. A series appears only once it has happened, so that ten thousand
-// apps cost the series they use, not every series they could.
+// table, and the latency histogram (by path only) is resolved at start.
+// An app's series appear once they have happened (or at start, for a
+// configuration of up to eagerSeriesApps apps), so that ten thousand apps
+// cost the series they use, not every series they could.
 type metrics struct {
 	reg *prometheus.Registry
 
-	grants, grantFails, loads  *prometheus.CounterVec
-	leaseWaits, waitSecs       *prometheus.CounterVec
-	invalidations, storeErrors *prometheus.CounterVec
-	expiry                     *prometheus.GaugeVec
-	requests                   *prometheus.CounterVec
-	latency                    *prometheus.HistogramVec
-	apps                       prometheus.Gauge
-	reloads                    *prometheus.CounterVec
-	lastReload                 prometheus.Gauge
-	handler                    http.Handler
+	counters   [numEvCounters]*prometheus.CounterVec // by evGrants...
+	expiry     *prometheus.GaugeVec
+	requests   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	latencyOf  [numPaths]prometheus.Observer
+	apps       prometheus.Gauge
+	reloads    *prometheus.CounterVec
+	lastReload prometheus.Gauge
+	handler    http.Handler
 
 	mu    sync.Mutex // byApp
 	byApp map[string]*appMetrics
@@ -152,29 +139,48 @@ type appMetrics struct {
 	m     *metrics
 	app   string
 	kinds [numCredKinds]atomic.Pointer[kindMetrics]
-	reqs  atomic.Pointer[requestTables]
+	// ok holds the app's counters of 200 answers by path, made on its
+	// first request; other codes are looked up in the CounterVec.
+	ok atomic.Pointer[[numPaths]atomic.Pointer[counter]]
 }
 
-// kindMetrics are the engine's series of one credential of one app.
-type kindMetrics struct {
-	grants, grantFails, loads  prometheus.Counter
-	leaseWaits, waitSecs       prometheus.Counter
-	invalidations, storeErrors prometheus.Counter
-	expiry                     interface{ Set(float64) }
-}
-
-// requestTables are an app's resolved request series.
-type requestTables struct {
-	counts  [numPaths][len(statusCodes)]atomic.Pointer[counter]
-	latency [numPaths]atomic.Pointer[observer]
-}
-
-// counter and observer box a resolved child so that it can sit in an
-// atomic.Pointer.
-type (
-	counter  struct{ prometheus.Counter }
-	observer struct{ prometheus.Observer }
+// The engine's counters of one credential, indexed in kindMetrics.
+const (
+	evGrants = iota
+	evGrantFails
+	evLoads
+	evLeaseWaits
+	evWaitSecs
+	evInvalidations
+	evStoreErrors
+	numEvCounters
 )
+
+// kindMetrics are the engine's series of one credential of one app, each
+// made on its first use (all at once for a configuration of up to
+// eagerSeriesApps apps).
+type kindMetrics struct {
+	counters [numEvCounters]atomic.Pointer[counter]
+	vecs     *[numEvCounters]*prometheus.CounterVec
+	app      string
+	kind     string
+	expiry   lazyGauge
+}
+
+// counter resolves and returns counter i.
+func (km *kindMetrics) counter(i int) prometheus.Counter {
+	if c := km.counters[i].Load(); c != nil {
+		return c.Counter
+	}
+	// Racing first uses resolve the same child: a Vec returns one per
+	// label set.
+	c := &counter{km.vecs[i].WithLabelValues(km.app, km.kind)}
+	km.counters[i].Store(c)
+	return c.Counter
+}
+
+// counter boxes a resolved child so that it can sit in an atomic.Pointer.
+type counter struct{ prometheus.Counter }
 
 // newMetrics makes the metrics of a server on a fresh registry; app names
 // the single app's label (m.def), "" for a server of a configuration.
@@ -185,13 +191,13 @@ func newMetrics(app string) *metrics {
 		m.reg.MustRegister(v)
 		return v
 	}
-	m.grants = kindCounter("wechatconf_grants_total", "Credentials this process granted at WeChat.")
-	m.grantFails = kindCounter("wechatconf_grant_failures_total", "Grants at WeChat that failed (errcode, HTTP or network error).")
-	m.loads = kindCounter("wechatconf_loads_total", "Credentials taken from the store instead of granted here.")
-	m.leaseWaits = kindCounter("wechatconf_lease_waits_total", "Times this process waited for another holder of the store's lease.")
-	m.waitSecs = kindCounter("wechatconf_lease_wait_seconds_total", "Seconds spent waiting for another holder of the store's lease.")
-	m.invalidations = kindCounter("wechatconf_invalidations_total", "Credentials reported rejected by WeChat (compare-then-refresh).")
-	m.storeErrors = kindCounter("wechatconf_store_errors_total", "Store failures: outages, not misses.")
+	m.counters[evGrants] = kindCounter("wechatconf_grants_total", "Credentials this process granted at WeChat.")
+	m.counters[evGrantFails] = kindCounter("wechatconf_grant_failures_total", "Grants at WeChat that failed (errcode, HTTP or network error).")
+	m.counters[evLoads] = kindCounter("wechatconf_loads_total", "Credentials taken from the store instead of granted here.")
+	m.counters[evLeaseWaits] = kindCounter("wechatconf_lease_waits_total", "Times this process waited for another holder of the store's lease.")
+	m.counters[evWaitSecs] = kindCounter("wechatconf_lease_wait_seconds_total", "Seconds spent waiting for another holder of the store's lease.")
+	m.counters[evInvalidations] = kindCounter("wechatconf_invalidations_total", "Credentials reported rejected by WeChat (compare-then-refresh).")
+	m.counters[evStoreErrors] = kindCounter("wechatconf_store_errors_total", "Store failures: outages, not misses.")
 	m.expiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "wechatconf_credential_expiry_timestamp_seconds",
 		Help: "When the credential this process last obtained expires.",
@@ -200,11 +206,17 @@ func newMetrics(app string) *metrics {
 		Name: "wechatconf_http_requests_total",
 		Help: "HTTP requests served, by path and status code.",
 	}, []string{"app", "path", "code"})
+	// The latency histogram is by path only: a histogram child holds
+	// two arrays of its buckets (over a kilobyte), and latency is a
+	// property of the server, not of an app.
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "wechatconf_http_request_duration_seconds",
 		Help:    "HTTP request latency, by path.",
 		Buckets: latencyBuckets,
-	}, []string{"app", "path"})
+	}, []string{"path"})
+	for i, p := range metricPaths {
+		m.latencyOf[i] = m.latency.WithLabelValues(p)
+	}
 	m.apps = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "wechatconf_apps",
 		Help: "Apps this server holds.",
@@ -244,12 +256,11 @@ func (m *metrics) dropApp(id string) {
 	delete(m.byApp, id)
 	m.mu.Unlock()
 	l := prometheus.Labels{"app": id}
-	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
-		m.grants, m.grantFails, m.loads, m.leaseWaits, m.waitSecs, m.invalidations, m.storeErrors,
-		m.expiry, m.requests, m.latency,
-	} {
+	for _, v := range m.counters {
 		v.DeletePartialMatch(l)
 	}
+	m.expiry.DeletePartialMatch(l)
+	m.requests.DeletePartialMatch(l)
 }
 
 // setApps sets the apps gauge.
@@ -286,49 +297,46 @@ func (am *appMetrics) count(k credKind, typ credential.EventType, wait time.Dura
 	km := am.kind(k)
 	switch typ {
 	case conf.EventGranted:
-		km.grants.Inc()
+		km.counter(evGrants).Inc()
 	case conf.EventGrantFailed:
-		km.grantFails.Inc()
+		km.counter(evGrantFails).Inc()
 	case conf.EventLoaded:
-		km.loads.Inc()
+		km.counter(evLoads).Inc()
 	case conf.EventLeaseWaited:
-		km.leaseWaits.Inc()
-		km.waitSecs.Add(wait.Seconds())
+		km.counter(evLeaseWaits).Inc()
+		km.counter(evWaitSecs).Add(wait.Seconds())
 	case conf.EventInvalidated:
-		km.invalidations.Inc()
+		km.counter(evInvalidations).Inc()
 	case conf.EventStoreError:
-		km.storeErrors.Inc()
+		km.counter(evStoreErrors).Inc()
 	}
 	if !expiresAt.IsZero() {
 		km.expiry.Set(float64(expiresAt.Unix()))
 	}
 }
 
-// kind returns the series of credential k, resolving them on first use.
-// The counters are made together so that rate() of any of them sees its
+// kind returns the series of credential k, made on first use. With eager,
+// its counters are resolved at once, so that rate() of any of them sees its
 // first increment; the expiry gauge is registered only once it is known,
 // so that an unknown expiry is absent rather than 0.
 func (am *appMetrics) kind(k credKind) *kindMetrics {
 	if km := am.kinds[k].Load(); km != nil {
 		return km
 	}
-	m, app, name := am.m, am.app, credNames[k]
-	km := &kindMetrics{
-		grants:        m.grants.WithLabelValues(app, name),
-		grantFails:    m.grantFails.WithLabelValues(app, name),
-		loads:         m.loads.WithLabelValues(app, name),
-		leaseWaits:    m.leaseWaits.WithLabelValues(app, name),
-		waitSecs:      m.waitSecs.WithLabelValues(app, name),
-		invalidations: m.invalidations.WithLabelValues(app, name),
-		storeErrors:   m.storeErrors.WithLabelValues(app, name),
-		expiry:        lazyGauge{vec: m.expiry, app: app, kind: name},
-	}
-	// Racing first events resolve the same children: a Vec returns one
-	// per label set.
+	m, name := am.m, credNames[k]
+	km := &kindMetrics{vecs: &m.counters, app: am.app, kind: name, expiry: lazyGauge{vec: m.expiry, app: am.app, kind: name}}
 	if !am.kinds[k].CompareAndSwap(nil, km) {
 		return am.kinds[k].Load()
 	}
 	return km
+}
+
+// resolve makes every counter of k now.
+func (am *appMetrics) resolve(k credKind) {
+	km := am.kind(k)
+	for i := range numEvCounters {
+		km.counter(i)
+	}
 }
 
 // lazyGauge is the expiry gauge of one credential, registered on its first
@@ -341,31 +349,28 @@ type lazyGauge struct {
 func (g lazyGauge) Set(v float64) { g.vec.WithLabelValues(g.app, g.kind).Set(v) }
 
 // observeRequest counts one HTTP request on the metricPaths index path.
+// A 200 (nearly every request) costs two atomic loads and the lock-free
+// increments; other codes look their counter up in the CounterVec.
 func (am *appMetrics) observeRequest(path, code int, d time.Duration) {
-	t := am.reqs.Load()
-	if t == nil {
-		t = &requestTables{}
-		if !am.reqs.CompareAndSwap(nil, t) {
-			t = am.reqs.Load()
-		}
-	}
 	m := am.m
-	if ci := codeIndex(code); ci >= 0 {
-		c := t.counts[path][ci].Load()
-		if c == nil {
-			c = &counter{m.requests.WithLabelValues(am.app, metricPaths[path], strconv.Itoa(code))}
-			t.counts[path][ci].Store(c)
-		}
-		c.Inc()
-	} else {
+	m.latencyOf[path].Observe(d.Seconds())
+	if code != http.StatusOK {
 		m.requests.WithLabelValues(am.app, metricPaths[path], strconv.Itoa(code)).Inc()
+		return
 	}
-	o := t.latency[path].Load()
-	if o == nil {
-		o = &observer{m.latency.WithLabelValues(am.app, metricPaths[path])}
-		t.latency[path].Store(o)
+	t := am.ok.Load()
+	if t == nil {
+		t = new([numPaths]atomic.Pointer[counter])
+		if !am.ok.CompareAndSwap(nil, t) {
+			t = am.ok.Load()
+		}
 	}
-	o.Observe(d.Seconds())
+	c := t[path].Load()
+	if c == nil {
+		c = &counter{m.requests.WithLabelValues(am.app, metricPaths[path], "200")}
+		t[path].Store(c)
+	}
+	c.Inc()
 }
 
 // serveHTTP writes the registry in the format the scraper asks for

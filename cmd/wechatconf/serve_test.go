@@ -421,8 +421,8 @@ func TestServeMetrics(t *testing.T) {
 		sr(`wechatconf_http_requests_total`, `code="400",path="/v1/invalidate"`):                   1,
 		sr(`wechatconf_http_requests_total`, `code="200",path="/healthz"`):                         1,
 		sr(`wechatconf_http_requests_total`, `code="404",path="other"`):                            1,
-		sr(`wechatconf_http_request_duration_seconds_count`, `path="/v1/access_token"`):            5,
-		sr(`wechatconf_http_request_duration_seconds_bucket`, `path="/v1/access_token",le="+Inf"`): 5,
+		`wechatconf_http_request_duration_seconds_count{path="/v1/access_token"}`:            5,
+		`wechatconf_http_request_duration_seconds_bucket{path="/v1/access_token",le="+Inf"}`: 5,
 	}
 	if s.TokenGrants != 2 || s.JSAPITickets != 1 {
 		t.Fatalf("stats %+v: want 2 token grants and 1 ticket", s)
@@ -441,7 +441,7 @@ func TestServeMetrics(t *testing.T) {
 	// Buckets are cumulative and end at the count.
 	var prev float64
 	for _, le := range latencyBuckets {
-		v, ok := m[sr(`wechatconf_http_request_duration_seconds_bucket`, `path="/v1/access_token",le="`+strconv.FormatFloat(le, 'g', -1, 64)+`"`)]
+		v, ok := m[`wechatconf_http_request_duration_seconds_bucket{path="/v1/access_token",le="`+strconv.FormatFloat(le, 'g', -1, 64)+`"}`]
 		if !ok || v < prev {
 			t.Fatalf("bucket le=%v: %v (present %v), previous %v", le, v, ok, prev)
 		}
@@ -450,7 +450,7 @@ func TestServeMetrics(t *testing.T) {
 	if prev > 5 {
 		t.Errorf("last bucket %v above the count", prev)
 	}
-	if sum := m[sr(`wechatconf_http_request_duration_seconds_sum`, `path="/v1/access_token"`)]; sum <= 0 {
+	if sum := m[`wechatconf_http_request_duration_seconds_sum{path="/v1/access_token"}`]; sum <= 0 {
 		t.Errorf("latency sum %v", sum)
 	}
 
@@ -476,6 +476,7 @@ func TestServeMetrics(t *testing.T) {
 // Lease waits are counted with their time, from the engine's events.
 func TestMetricsObserve(t *testing.T) {
 	m := newMetrics(appID)
+	(&app{kind: kindOfficialAccount, m: m.def}).resolveSeries() // as a server's app
 	m.observe(conf.Event{Type: conf.EventLeaseWaited, Kind: conf.JSAPITicket, Wait: 1500 * time.Millisecond})
 	m.observe(conf.Event{Type: conf.EventLeaseWaited, Kind: conf.JSAPITicket, Wait: 500 * time.Millisecond})
 	m.observe(conf.Event{Type: conf.EventStoreError, Kind: conf.WXCardTicket})
