@@ -9,9 +9,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	endian "encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,6 +156,10 @@ type appSet struct {
 
 // newAppSet makes a set of apps (non-empty) and keys.
 func newAppSet(list []*app, keys []keyEntry, m *metrics) *appSet {
+	keys = slices.Clone(keys)
+	for i := range keys {
+		keys[i].words = sumWords(&keys[i].sum)
+	}
 	s := &appSet{apps: make(map[string]*app, len(list)), list: list, keys: keys}
 	for _, a := range list {
 		s.apps[a.id] = a
@@ -177,16 +183,27 @@ func (s *appSet) key(v string) *keyEntry {
 	if !ok {
 		return nil
 	}
+	w := sumWords(&sum)
 	found := -1
 	for i := range s.keys {
-		if subtle.ConstantTimeCompare(sum[:], s.keys[i].sum[:]) == 1 {
-			found = i
-		}
+		k := &s.keys[i].words
+		// d is 0 exactly when the sums are equal; no branch on it.
+		d := (w[0] ^ k[0]) | (w[1] ^ k[1]) | (w[2] ^ k[2]) | (w[3] ^ k[3])
+		equal := int((d|-d)>>63) ^ 1
+		found = subtle.ConstantTimeSelect(equal, i, found)
 	}
 	if found < 0 {
 		return nil
 	}
 	return &s.keys[found]
+}
+
+// sumWords is a SHA-256 as four words, compared a word at a time.
+func sumWords(sum *[sha256.Size]byte) [4]uint64 {
+	return [4]uint64{
+		endian.LittleEndian.Uint64(sum[0:]), endian.LittleEndian.Uint64(sum[8:]),
+		endian.LittleEndian.Uint64(sum[16:]), endian.LittleEndian.Uint64(sum[24:]),
+	}
 }
 
 // bearerSum returns the SHA-256 of the key in the Authorization value v

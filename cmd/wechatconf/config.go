@@ -125,8 +125,10 @@ type plan struct {
 type keyEntry struct {
 	name string
 	sum  [sha256.Size]byte
-	all  bool                // "*": every app
-	apps map[string]struct{} // otherwise
+	// words is sum as the set compares it (newAppSet fills it in).
+	words [4]uint64
+	all   bool                // "*": every app
+	apps  map[string]struct{} // otherwise
 }
 
 // allows reports whether the key may read app id.

@@ -104,7 +104,7 @@ func routePath(route int, appRoute bool) int {
 
 // metrics counts what the refresh engines and the HTTP API did, on a
 // Prometheus registry of the server's own, with the Go runtime and process
-// collectors beside. Every series carries the app label: the app's id in
+// collectors beside. Every series of an app carries the app label: its id in
 // the configuration (the AppID or CorpID with the single-app flags), ""
 // for requests that name no app, so bounded by the configuration.
 //

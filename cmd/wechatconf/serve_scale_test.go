@@ -41,7 +41,7 @@ func scaleAppID(i int) string { return fmt.Sprintf("wx%016x", 0xa0000+i) }
 
 // scaleConfig writes a configuration of n Official Accounts on storeURL and
 // the fake at api, readable by any key of keyAll.
-func scaleConfig(tb testing.TB, n int, storeURL, api, keyAll string) string {
+func scaleConfig(tb testing.TB, n int, storeURL, api, keyAll string, otherKeys int) string {
 	tb.Helper()
 	dir := tb.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte(scaleSecret), 0o600); err != nil {
@@ -55,7 +55,11 @@ func scaleConfig(tb testing.TB, n int, storeURL, api, keyAll string) string {
 		}
 		fmt.Fprintf(&b, `{"id": "a%05d", "kind": "official_account", "appid": %q, "secret_file": "secret"}`, i, scaleAppID(i))
 	}
-	fmt.Fprintf(&b, `], "keys": [{"name": "ops", "sha256": %q, "apps": ["*"]}]}`, hexSum(keyAll))
+	b.WriteString(`], "keys": [`)
+	for i := range otherKeys {
+		fmt.Fprintf(&b, `{"name": "k%d", "sha256": %q, "apps": ["a00000"]},`, i, hexSum(fmt.Sprintf("other-key-%d-0123456789abcdef", i)))
+	}
+	fmt.Fprintf(&b, `{"name": "ops", "sha256": %q, "apps": ["*"]}]}`, hexSum(keyAll))
 	path := filepath.Join(dir, "wechatconf.json")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		tb.Fatal(err)
@@ -96,7 +100,7 @@ func BenchmarkServeManyApps(b *testing.B) {
 		b.Run(fmt.Sprintf("%s/apps=%d", bc.name, n), func(b *testing.B) {
 			st, u := bc.open(b)
 			const key = "scale-key-0123456789abcdef"
-			path := scaleConfig(b, n, u, fake.URL(), key)
+			path := scaleConfig(b, n, u, fake.URL(), key, 0)
 			first := true
 			for b.Loop() {
 				fake.ResetStats()
@@ -204,4 +208,61 @@ func runScale(b *testing.B, path string, st store.Store, key string, n int) scal
 	runtime.ReadMemStats(&without)
 	res.heapPerApp = float64(int64(with.HeapAlloc)-int64(without.HeapAlloc)) / float64(n)
 	return res
+}
+
+// BenchmarkServeAppRoute is the handler alone, in process, on a GET of a
+// fresh access token of one app of many: the single-app route of a
+// one-app server (as BenchmarkServeHandler's serve) beside the per-app
+// route of a 1 000-app server with 1 and with 50 keys (every key is
+// compared, in constant time).
+//
+//	go test -run='^$' -bench=BenchmarkServeAppRoute -count=10 ./cmd/wechatconf
+func BenchmarkServeAppRoute(b *testing.B) {
+	const n = 1000
+	opts := make([]wechattest.Option, n)
+	for i := range n {
+		opts[i] = wechattest.WithApp(scaleAppID(i), scaleSecret)
+	}
+	fake := wechattest.NewServer(opts...)
+	b.Cleanup(fake.Close)
+	const key = "route-key-0123456789abcdef"
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	handlerOf := func(apps, keys int) http.Handler {
+		p, err := loadConfig(scaleConfig(b, apps, "memory:", fake.URL(), key, keys), env{}.get, fileCheck{strict: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		st := store.NewMemory()
+		m := newMetrics("")
+		reg, err := newRegistry(p, &appBuilder{st: st, log: log, m: m})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { reg.close() })
+		return newSetHandler(reg, st, "{wechatconf}:readyz", m, log)
+	}
+	for _, bc := range []struct {
+		name string
+		h    http.Handler
+		path string
+	}{
+		{"single", handlerOf(1, 0), "/v1/access_token"},
+		{"apps=1000/keys=1", handlerOf(n, 0), "/v1/apps/a00500/access_token"},
+		{"apps=1000/keys=50", handlerOf(n, 49), "/v1/apps/a00500/access_token"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			req := httptest.NewRequest("GET", bc.path, nil)
+			req.Header.Set("Authorization", "Bearer "+key)
+			w := &discardWriter{h: http.Header{}}
+			bc.h.ServeHTTP(w, req) // grants the token
+			b.ReportAllocs()
+			for b.Loop() {
+				w.code = 0
+				bc.h.ServeHTTP(w, req)
+			}
+			if w.code != 200 {
+				b.Fatalf("status %d", w.code)
+			}
+		})
+	}
 }
