@@ -98,6 +98,7 @@ func TestServeHotPathAllocs(t *testing.T) {
 		key := strings.Repeat("k", 128)
 		set := h.reg.cur.Load()
 		set.keys[0].sum = sha256.Sum256([]byte(key))
+		set.keys[0].words = sumWords(&set.keys[0].sum)
 		req.Header.Set("Authorization", "Bearer "+key)
 		w := &discardWriter{h: http.Header{}}
 		allocs := testing.AllocsPerRun(200, func() {
@@ -105,6 +106,7 @@ func TestServeHotPathAllocs(t *testing.T) {
 			h.ServeHTTP(w, req)
 		})
 		set.keys[0].sum = sha256.Sum256([]byte(testKey))
+		set.keys[0].words = sumWords(&set.keys[0].sum)
 		if w.code != 200 || w.n == 0 {
 			t.Fatalf("%s: %d, %d bytes", path, w.code, w.n)
 		}
