@@ -4,6 +4,7 @@ package main
 // under load, two instances on one store, --check-config.
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -244,5 +245,65 @@ func TestHashKey(t *testing.T) {
 	}
 	if r := runIn(t, nil, "hash-key", "--appid", "x"); r.code != 2 {
 		t.Errorf("hash-key takes no app flags: %d", r.code)
+	}
+}
+
+// A server of the flags survives SIGHUP (its default action would kill
+// it: systemd's reload sends it) and says it has nothing to reload.
+func TestE2EHangupWithoutConfig(t *testing.T) {
+	fake := newFake(t)
+	key := "e2e-server-key-0123456789abcdef"
+	p := startServe(t, "--appid", appID, "--secret-file", writeFile(t, "secret", secret),
+		"--key-file", writeFile(t, "key", key), "--api-base", fake.URL(), "--store", "memory:")
+	found := p.stderr.await(regexp.MustCompile(`SIGHUP: nothing to reload`))
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-found:
+	case <-p.done:
+		t.Fatalf("serve died of SIGHUP: %v\n%s", p.err, p.stderr)
+	case <-time.After(hangBound):
+		t.Fatalf("no log line after SIGHUP:\n%s", p.stderr)
+	}
+	if code, _, err := fetch(http.DefaultClient, p.addr, "/v1/access_token", key); err != nil || code != 200 {
+		t.Errorf("after SIGHUP: %d %v", code, err)
+	}
+	if code := p.stop(t); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+}
+
+// serve --corpid serves one WeCom app on the single-app routes: its token,
+// the corp's jsapi ticket and the agent ticket.
+func TestE2EServeWeCom(t *testing.T) {
+	fake := newWeComFake(t)
+	key := "e2e-server-key-0123456789abcdef"
+	p := startServe(t, "--corpid", wechattest.DefaultCorpID, "--agentid", strconv.Itoa(wechattest.DefaultAgentID),
+		"--secret-file", writeFile(t, "secret", wechattest.DefaultAgentSecret),
+		"--key-file", writeFile(t, "key", key), "--api-base", fake.URL(), "--store", "memory:")
+	code, tok, err := fetch(http.DefaultClient, p.addr, "/v1/access_token", key)
+	if err != nil || code != 200 || !fake.Valid(tok.AccessToken) {
+		t.Fatalf("access token: %d %v", code, err)
+	}
+	for _, path := range []string{"/v1/jsapi_ticket", "/v1/agent_config_ticket", "/v1/ticket?type=agent_config"} {
+		req, _ := http.NewRequest("GET", "http://"+p.addr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body credentialResponse
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !fake.ValidTicket(body.Ticket) {
+			t.Errorf("%s: %d %v %+v", path, resp.StatusCode, err, body)
+		}
+	}
+	if code, _, _ := fetch(http.DefaultClient, p.addr, "/v1/wx_card_ticket", key); code != 404 {
+		t.Errorf("a WeCom app's wx_card ticket: %d, want 404", code)
+	}
+	if code := p.stop(t); code != 0 {
+		t.Errorf("exit %d", code)
 	}
 }
