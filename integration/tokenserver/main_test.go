@@ -10,7 +10,14 @@
 // servers directly besides, while one server is killed with SIGKILL and
 // restarted, WeChat revokes the token and every client reports it
 // (Invalidate), and another server is stopped with SIGTERM and restarted;
-// the test then waits for the next natural refresh. WeChat's tokens live
+// the test then waits for the next natural refresh.
+//
+// When serve takes --config (issue #14's multi-app serve), the servers
+// hold two apps of a configuration file, an Official Account and a Mini
+// Program; each client is a business node of both (tokenclient's
+// Config.App: /v1/apps/{id}/...), and everything below is asserted per
+// app; a key the file allows for one app only is answered 403 for the
+// other. Otherwise the servers hold one app of the single-app flags. WeChat's tokens live
 // conf.DefaultMargin + tokenLife (serve refreshes DefaultMargin before
 // expiry, and has no flag to change it), so that a cycle passes in well
 // under a minute or two.
@@ -25,7 +32,14 @@
 package tokenserver
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -34,6 +48,7 @@ import (
 
 	"github.com/wechatconf/wechatconf/conf"
 	"github.com/wechatconf/wechatconf/integration/servers"
+	"github.com/wechatconf/wechatconf/tokenclient"
 	"github.com/wechatconf/wechatconf/wechattest"
 )
 
@@ -71,20 +86,43 @@ const (
 // app is one app the servers hold.
 type app struct {
 	id     string // its id in serve's configuration file; "" single-app
+	kind   string // official_account or mini_program (configuration file)
 	appid  string
 	secret string
+}
+
+// A second app, for serve's configuration file.
+const (
+	miniAppID  = "wx00000000000000b2"
+	miniSecret = "0b2e7a1f0d94b3c8a6e1d2b7f0c9a4b2"
+	// shopOnlyKey is a key the configuration allows for "shop" only.
+	shopOnlyKey = "tokenserver-shop-only-key-0123456789abcdef"
+)
+
+// appsFor returns the apps the servers hold: two in a configuration file
+// when this serve has `--config` (issue #14's multi-app serve), else the
+// one app of the single-app flags.
+func appsFor(multi bool) []app {
+	if !multi {
+		return []app{{appid: wechattest.DefaultAppID, secret: wechattest.DefaultAppSecret}}
+	}
+	return []app{
+		{id: "shop", kind: "official_account", appid: wechattest.DefaultAppID, secret: wechattest.DefaultAppSecret},
+		{id: "mini", kind: "mini_program", appid: miniAppID, secret: miniSecret},
+	}
 }
 
 func TestTokenServer(t *testing.T) {
 	redis := servers.Redis(t)
 	bin := buildServe(t)
-	apps := []app{{appid: wechattest.DefaultAppID, secret: wechattest.DefaultAppSecret}}
+	multi := hasConfigFlag(t, bin)
+	apps := appsFor(multi)
 	opts := []wechattest.Option{wechattest.WithTokenTTL(tokenTTL)}
 	for _, a := range apps {
 		opts = append(opts, wechattest.WithApp(a.appid, a.secret))
 	}
 	wx := newWeChat(t, opts...)
-	args := serveArgs(t, apps, "redis://"+redis.Addr+"/0", wx.URL())
+	args := serveArgs(t, apps, multi, "redis://"+redis.Addr+"/0", wx.URL())
 
 	srvs := make([]*serveProc, numServers)
 	urls := make([]string, numServers)
@@ -92,7 +130,7 @@ func TestTokenServer(t *testing.T) {
 		srvs[i] = newServe(t, "serve"+string(rune('0'+i)), bin, args...)
 		urls[i] = srvs[i].URL()
 	}
-	t.Logf("servers at %v on %s, WeChat at %s, token lifetime %v", urls, redis.Addr, wx.URL(), tokenTTL)
+	t.Logf("servers at %v on %s, WeChat at %s, token lifetime %v, %d app(s) (configuration file: %v)", urls, redis.Addr, wx.URL(), tokenTTL, len(apps), multi)
 
 	clients := make([]*client, numClients)
 	for i := range clients {
@@ -115,6 +153,9 @@ func TestTokenServer(t *testing.T) {
 		if n := len(wx.grantsOf(a.appid)); n != 1 {
 			t.Errorf("app %s: %d grants at the cold start; want 1", a.appid, n)
 		}
+	}
+	if multi {
+		checkForbidden(t, urls)
 	}
 
 	// A server killed under load, and restarted on the same port.
@@ -191,7 +232,7 @@ func TestTokenServer(t *testing.T) {
 		if strings.Contains(out, "DATA RACE") {
 			t.Errorf("%s had a data race:\n%s", s.name, s.stderr.tail())
 		}
-		secrets := []string{serverKey}
+		secrets := []string{serverKey, shopOnlyKey}
 		for _, a := range apps {
 			secrets = append(secrets, a.secret)
 			for _, g := range wx.grantsOf(a.appid) {
@@ -275,12 +316,85 @@ func checkApp(t *testing.T, a app, grants []grant, forced grant, final, rejects 
 		a.appid, len(grants), natural, cycles, calls, direct, len(final))
 }
 
-// serveArgs are the flags of every serve process, and the files they read.
-func serveArgs(t *testing.T, apps []app, storeURL, apiBase string) []string {
+// serveArgs are the flags of every serve process, and the files they read:
+// a configuration file with every app (multi-app serve), or the one app's
+// flags.
+func serveArgs(t *testing.T, apps []app, multi bool, storeURL, apiBase string) []string {
 	t.Helper()
-	a := apps[0]
-	return []string{"--appid", a.appid, "--secret-file", writeSecret(t, "secret", a.secret),
-		"--key-file", writeSecret(t, "key", serverKey), "--store", storeURL, "--api-base", apiBase}
+	keyFile := writeSecret(t, "key", serverKey)
+	if !multi {
+		a := apps[0]
+		return []string{"--appid", a.appid, "--secret-file", writeSecret(t, "secret", a.secret),
+			"--key-file", keyFile, "--store", storeURL, "--api-base", apiBase}
+	}
+	type fileApp struct {
+		ID         string `json:"id"`
+		Kind       string `json:"kind"`
+		AppID      string `json:"appid"`
+		SecretFile string `json:"secret_file"`
+	}
+	type fileKey struct {
+		Name   string   `json:"name"`
+		SHA256 string   `json:"sha256,omitempty"`
+		File   string   `json:"file,omitempty"`
+		Apps   []string `json:"apps"`
+	}
+	cfg := struct {
+		APIBase []string  `json:"api_base"`
+		Apps    []fileApp `json:"apps"`
+		Keys    []fileKey `json:"keys"`
+	}{APIBase: []string{apiBase}}
+	var ids []string
+	for _, a := range apps {
+		cfg.Apps = append(cfg.Apps, fileApp{ID: a.id, Kind: a.kind, AppID: a.appid, SecretFile: writeSecret(t, a.id+".secret", a.secret)})
+		ids = append(ids, a.id)
+	}
+	sum := sha256.Sum256([]byte(shopOnlyKey))
+	cfg.Keys = []fileKey{
+		{Name: "clients", File: keyFile, Apps: ids},
+		{Name: "shop-only", SHA256: hex.EncodeToString(sum[:]), Apps: []string{"shop"}},
+	}
+	js, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--config", writeSecret(t, "serve.json", string(js)), "--store", storeURL}
+}
+
+// hasConfigFlag reports whether this serve takes --config (issue #14).
+func hasConfigFlag(t *testing.T, bin string) bool {
+	t.Helper()
+	out, _ := exec.Command(bin, "serve", "-h").CombinedOutput() // usage: exit status 0 or 2
+	if !strings.Contains(string(out), "-listen") {
+		t.Fatalf("serve -h does not show its flags:\n%s", out)
+	}
+	return strings.Contains(string(out), "-config")
+}
+
+// checkForbidden: the real serve answers a key not allowed for an app 403,
+// which tokenclient makes a final *StatusError that says so, without
+// asking the other servers; the same key works for its own app.
+func checkForbidden(t *testing.T, urls []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	mini, err := tokenclient.New(tokenclient.Config{URLs: urls, Key: shopOnlyKey, App: "mini"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = mini.Get(ctx, "access_token")
+	var se *tokenclient.StatusError
+	if !errors.As(err, &se) || se.StatusCode != http.StatusForbidden || se.Temporary() || se.Server != urls[0] ||
+		!strings.Contains(err.Error(), `not allowed for app "mini"`) || strings.Contains(err.Error(), "no server answered") {
+		t.Errorf("a key for shop only, asking for mini: %v; want the first server's final 403", err)
+	}
+	shop, err := tokenclient.New(tokenclient.Config{URLs: urls, Key: shopOnlyKey, App: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := shop.Get(ctx, "access_token"); err != nil {
+		t.Errorf("a key for shop, asking for shop: %v", err)
+	}
 }
 
 // askAll sends op to every client at once and returns their replies.

@@ -32,6 +32,9 @@ const (
 	exitWait  = 30 * time.Second
 )
 
+// serveBinEnv names a prebuilt serve binary (see buildServe).
+const serveBinEnv = "WECHATCONF_TOKENSERVER_SERVE"
+
 // grant is one access token WeChat issued.
 type grant struct {
 	AppID string
@@ -104,8 +107,15 @@ func (t *teeWriter) Write(p []byte) (int, error) {
 // integration's go.mod replaces github.com/wechatconf/wechatconf with), with
 // its own go.sum: serve's dependencies (Prometheus) are not integration's.
 // With the race detector when this test has it.
+//
+// WECHATCONF_TOKENSERVER_SERVE names a serve binary to run instead (one
+// built elsewhere, or of another version); it is not built then.
 func buildServe(t *testing.T) string {
 	t.Helper()
+	if bin := os.Getenv(serveBinEnv); bin != "" {
+		t.Logf("serve: %s (%s)", bin, serveBinEnv)
+		return bin
+	}
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
