@@ -27,8 +27,8 @@
 // Config.Timeout in all). Servers are tried in order, starting from the
 // one that answered last; a network error or an HTTP 5xx moves on to the
 // next, any other answer (401 for a wrong key, 403 for a key not allowed
-// for the app, 400, 404, 429) is final. A 429
-// (the cluster's forced-refresh limit) is a *credential.RefreshLimitedError
+// for the app, 400, 404, 429) is final. A 429 (the cluster's
+// forced-refresh limit) is a *credential.RefreshLimitedError
 // (conf.ErrRefreshLimited matches it), and the same report is not sent
 // again before the server's Retry-After. The package logs nothing; its
 // errors never show the key or a credential.
@@ -238,8 +238,7 @@ func (c *Client) GoString() string { return c.String() }
 
 // Get returns the credential called name (access_token, jsapi_ticket,
 // wx_card_ticket, agent_config_ticket) from the first server that answers,
-// with its expiry.
-// The expiry is counted on this machine's clock from the moment the
+// with its expiry. The expiry is counted on this machine's clock from the moment the
 // request was sent, with the server's expires_in: a clock apart from the
 // server's does not matter.
 func (c *Client) Get(ctx context.Context, name string) (store.Item, error) {
@@ -252,10 +251,9 @@ func (c *Client) Get(ctx context.Context, name string) (store.Item, error) {
 
 // Invalidate reports that WeChat rejected the credential rejected, called
 // name, and returns a valid replacement: the server's POST /v1/invalidate
-// (/v1/apps/{App}/invalidate with Config.App),
-// compare-then-refresh (a new credential is granted only if the cluster
-// still holds the rejected one; a stale report gets the current one for
-// free). Servers share one store, so a report may go to any of them; a
+// (/v1/apps/{App}/invalidate with Config.App), compare-then-refresh (a new
+// credential is granted only if the cluster still holds the rejected one;
+// a stale report gets the current one for free). Servers share one store, so a report may go to any of them; a
 // server that fails is followed by the next.
 //
 // When the servers' forced-refresh limit refuses (HTTP 429), the error is a
