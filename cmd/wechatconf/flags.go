@@ -43,6 +43,8 @@ type options struct {
 	timeout                   time.Duration // token, ticket, sign
 	listen, key, keyFile      string        // serve
 	loosePerms                bool          // serve: accept secret files others can read
+	configPath                string        // serve: the apps and keys
+	checkConfig               bool          // serve: check --config and exit
 	maxConns                  int           // serve: connections held at once
 	ticketType                string        // ticket
 	pageURL                   string        // sign
@@ -63,6 +65,12 @@ type flagSet struct {
 func newFlagSet(cmd *command, o *options) *flagSet {
 	fs := &flagSet{FlagSet: flag.NewFlagSet("wechatconf "+cmd.name, flag.ContinueOnError), cmd: cmd}
 	fs.SetOutput(io.Discard)
+	if cmd.bare {
+		if cmd.flags != nil {
+			cmd.flags(fs, o)
+		}
+		return fs
+	}
 	fs.StringVar(&o.appID, "appid", "", "the Official Account's AppID (env "+envAppID+")")
 	fs.StringVar(&o.corpID, "corpid", "", "a WeCom (企业微信) corp's CorpID instead of an AppID: --secret is then the app's secret (env "+envCorpID+")")
 	fs.Int64Var(&o.agentID, "agentid", 0, "with --corpid: the app's AgentID; leave out for the contacts or customer-contact secret (env "+envAgentID+")")
@@ -101,6 +109,8 @@ func signFlags(fs *flagSet, o *options) {
 }
 
 func serveFlags(fs *flagSet, o *options) {
+	fs.StringVar(&o.configPath, "config", "", "serve the apps and keys of this JSON file (see the README's operator's guide) instead of one app of the flags; SIGHUP reloads it")
+	fs.BoolVar(&o.checkConfig, "check-config", false, "with --config: check the file (its apps, keys, secrets and store URL), print a summary and exit, without starting anything")
 	fs.StringVar(&o.listen, "listen", defaultListen, "address to listen on; the default serves this machine only")
 	fs.StringVar(&o.key, "key", "", "bearer key clients must send; prefer --key-file (env "+envServerKey+")")
 	fs.StringVar(&o.keyFile, "key-file", "", "read the bearer key from this file (surrounding whitespace is ignored)")

@@ -26,7 +26,7 @@ func FuzzInvalidateBody(f *testing.F) {
 		kind, value, status, msg := decodeInvalidate(r)
 		switch status {
 		case 0:
-			if _, known := kindByName(kind.String()); value == "" || !known {
+			if _, known := credKindByName(kind.String()); value == "" || !known {
 				t.Fatalf("accepted %q as kind %v, value %q", body, kind, value)
 			}
 			if len(body) > maxInvalidateBody {

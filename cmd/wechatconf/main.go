@@ -65,6 +65,9 @@ type command struct {
 	flags func(fs *flagSet, o *options)
 	// run does the work. stdout gets the command's output only.
 	run func(ctx context.Context, e *cmdEnv) error
+	// bare: the command takes none of the common flags and needs no app
+	// or store (run gets an env with only its options and writers).
+	bare bool
 }
 
 // commands in the order the usage lists them.
@@ -72,7 +75,8 @@ var commands = []*command{
 	{name: "token", summary: "print a valid access_token", run: runToken},
 	{name: "ticket", args: "[--type jsapi|wx_card]", summary: "print a valid jsapi (or wx_card) ticket", flags: ticketFlags, run: runTicket},
 	{name: "sign", args: "--url URL", summary: "print the JS-SDK wx.config JSON for a page URL", flags: signFlags, run: runSign},
-	{name: "serve", summary: "run the token server: an HTTP JSON API for other services", flags: serveFlags, run: runServe},
+	{name: "serve", args: "[--config FILE]", summary: "run the token server: an HTTP JSON API for other services", flags: serveFlags, run: runServe},
+	{name: "hash-key", args: "< KEYFILE", summary: "print the SHA-256 of a client key read on stdin, for the keys of serve --config", flags: hashKeyFlags, run: runHashKey, bare: true},
 }
 
 // run is the whole command, minus process concerns (signals, os.Exit), so
@@ -81,7 +85,7 @@ var commands = []*command{
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	stderr = &lockedWriter{w: stderr}
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "wechatconf: no command given (want token, ticket, sign or serve; see wechatconf help)")
+		fmt.Fprintln(stderr, "wechatconf: no command given (want token, ticket, sign, serve or hash-key; see wechatconf help)")
 		return exitUsage
 	}
 	name := args[0]
@@ -97,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 	}
 	if cmd == nil {
-		fmt.Fprintf(stderr, "wechatconf: unknown command %q (want token, ticket, sign or serve; see wechatconf help)\n", oneLine(name))
+		fmt.Fprintf(stderr, "wechatconf: unknown command %q (want token, ticket, sign, serve or hash-key; see wechatconf help)\n", oneLine(name))
 		return exitUsage
 	}
 	prefix := "wechatconf " + cmd.name + ": "
@@ -118,7 +122,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	o.set = fs.setFlags()
 
-	e, err := setup(ctx, cmd, o, stdout, stderr, getenv)
+	var e *cmdEnv
+	var err error
+	if cmd.bare {
+		e = &cmdEnv{cmd: cmd, o: o, stdout: stdout, stderr: stderr}
+	} else {
+		e, err = setup(ctx, cmd, o, stdout, stderr, getenv)
+	}
 	if err == nil {
 		err = cmd.run(ctx, e)
 		if cerr := e.close(); err == nil && cerr != nil {

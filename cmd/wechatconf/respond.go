@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/wechatconf/wechatconf/conf"
 	"github.com/wechatconf/wechatconf/store"
 )
 
@@ -70,8 +69,8 @@ const maxPooled = 4 << 10
 // value (SetEscapeHTML(false), then a newline), appended by hand; a value
 // that would need escaping, which WeChat never sends, goes through
 // encoding/json itself.
-func (h *handler) writeCredential(w http.ResponseWriter, kind conf.Kind, item store.Item, now time.Time) int {
-	if !h.plainValue(kind, item.Value) {
+func writeCredential(w http.ResponseWriter, a *app, kind credKind, item store.Item, now time.Time) int {
+	if !a.plainValue(kind, item.Value) {
 		return writeJSON(w, http.StatusOK, toResponseAt(kind, item, now))
 	}
 	bp := bufPool.Get().(*[]byte)
@@ -88,10 +87,10 @@ func (h *handler) writeCredential(w http.ResponseWriter, kind conf.Kind, item st
 
 // appendCredential appends the JSON of toResponse(kind, item) at now;
 // item.Value must be plainJSON.
-func appendCredential(b []byte, kind conf.Kind, item store.Item, now time.Time) []byte {
+func appendCredential(b []byte, kind credKind, item store.Item, now time.Time) []byte {
 	b = append(b, '{')
 	if item.Value != "" { // omitempty
-		if kind == conf.AccessToken {
+		if kind == credAccessToken {
 			b = append(b, `"access_token":"`...)
 		} else {
 			b = append(b, `"ticket":"`...)
@@ -99,12 +98,10 @@ func appendCredential(b []byte, kind conf.Kind, item store.Item, now time.Time) 
 		b = append(b, item.Value...)
 		b = append(b, `",`...)
 	}
-	switch kind {
-	case conf.AccessToken:
-	case conf.JSAPITicket:
-		b = append(b, `"type":"jsapi",`...)
-	default:
-		b = append(b, `"type":"wx_card",`...)
+	if kind != credAccessToken {
+		b = append(b, `"type":"`...)
+		b = append(b, ticketTypes[kind]...)
+		b = append(b, `",`...)
 	}
 	b = append(b, `"expires_at":`...)
 	b = strconv.AppendInt(b, item.ExpiresAt.Unix(), 10)
@@ -115,20 +112,20 @@ func appendCredential(b []byte, kind conf.Kind, item store.Item, now time.Time) 
 
 // plainValue is plainJSON(v), remembered for the last plain value of
 // kind. Comparing v with that value is a pointer comparison when, as on
-// the hot path, both are the Conf's one local copy.
-func (h *handler) plainValue(kind conf.Kind, v string) bool {
-	k := int(kind)
-	if k < 0 || k >= len(h.plain) {
+// the hot path, both are the engine's one local copy. A nil app remembers
+// nothing.
+func (a *app) plainValue(kind credKind, v string) bool {
+	if a == nil || kind >= numCredKinds {
 		return plainJSON(v)
 	}
-	if p := h.plain[k].Load(); p != nil && *p == v {
+	if p := a.plain[kind].Load(); p != nil && *p == v {
 		return true
 	}
 	if !plainJSON(v) {
 		return false
 	}
 	found := v // a copy of its own, so that only this branch allocates
-	h.plain[k].Store(&found)
+	a.plain[kind].Store(&found)
 	return true
 }
 

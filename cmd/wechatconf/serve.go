@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,13 +11,15 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
+	"path"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/wechatconf/wechatconf/conf"
 	"github.com/wechatconf/wechatconf/store"
+	"github.com/wechatconf/wechatconf/wecom"
 )
 
 // Bounds of the HTTP server. A credential request may wait for another
@@ -42,12 +43,16 @@ const (
 // shuts down gracefully: in-flight requests finish within shutdownTimeout;
 // the Conf and the store are closed by the caller.
 func runServe(ctx context.Context, e *cmdEnv) error {
+	if e.checked != nil {
+		return e.printCheck()
+	}
 	tcp, err := net.Listen("tcp", e.o.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	ln := newLimitListener(tcp, e.o.maxConns)
-	h := newHandler(e.conf, e.store, e.key, e.metrics, e.log)
+	h := newSetHandler(e.reg, e.store, e.readyAt, e.metrics, e.log)
+	defer e.watchReload(ctx)()
 	srv := &http.Server{
 		ConnState:         ln.track,
 		Handler:           h,
@@ -63,8 +68,12 @@ func runServe(ctx context.Context, e *cmdEnv) error {
 	if len(bases) == 0 {
 		bases = conf.DefaultBaseURLs
 	}
-	e.log.Info("wechatconf: serving", "addr", addr, "appid", e.appID, "store", e.storeDesc,
-		"api_base", strings.Join(bases, ","), "stable_token", e.o.stable)
+	if e.configPath != "" {
+		e.log.Info("wechatconf: serving", "addr", addr, "config", e.configPath, "apps", len(e.reg.cur.Load().list), "store", e.storeDesc)
+	} else {
+		e.log.Info("wechatconf: serving", "addr", addr, "appid", e.appID, "store", e.storeDesc,
+			"api_base", strings.Join(bases, ","), "stable_token", e.o.stable)
+	}
 	if e.o.dev {
 		// The one time a server key is printed: one that --dev made up
 		// for this run, against a fake WeChat. A key the user chose is
@@ -97,84 +106,176 @@ func runServe(ctx context.Context, e *cmdEnv) error {
 	return nil
 }
 
-// handler is the serve API. Every /v1/ path needs the bearer key;
-// /healthz, /readyz and /metrics do not (they reveal no credential).
+// handler is the serve API. Every /v1/ path needs a bearer key, and a
+// key reads only the apps it lists; /healthz, /readyz and /metrics need
+// none (they reveal no credential).
 type handler struct {
-	conf    *conf.Conf
-	keySum  [sha256.Size]byte
+	reg     *registry
 	m       *metrics
 	log     *slog.Logger
 	mux     *http.ServeMux
 	ready   *readiness
 	timeout time.Duration
-	// plain holds, per kind, the last value found plainJSON, so that
-	// the check runs once per credential rather than once per answer.
-	plain [len(kinds)]atomic.Pointer[string]
 }
 
-// newHandler serves c's credentials to holders of key; st is c's store,
-// which /readyz probes.
+// newHandler serves c's credentials (its store st, which /readyz probes)
+// to holders of key: the single-app server of the flags. m's own app is
+// c's.
 func newHandler(c *conf.Conf, st store.Store, key string, m *metrics, log *slog.Logger) *handler {
-	h := &handler{conf: c, keySum: sha256.Sum256([]byte(key)), m: m, log: log, mux: http.NewServeMux(), timeout: requestTimeout,
-		ready: newReadiness(st, readyKey(c.AppID()), log)}
-	// The GET credential routes are answered before the mux (ServeHTTP);
-	// they stay registered for HEAD and for the mux's 405 answers.
-	h.mux.HandleFunc("GET /v1/access_token", h.credential(conf.AccessToken))
-	h.mux.HandleFunc("GET /v1/jsapi_ticket", h.credential(conf.JSAPITicket))
-	h.mux.HandleFunc("GET /v1/wx_card_ticket", h.credential(conf.WXCardTicket))
-	h.mux.HandleFunc("GET /v1/ticket", h.ticketByType)
-	h.mux.HandleFunc("POST /v1/invalidate", h.invalidate)
+	a := &app{id: m.def.app, kind: kindOfficialAccount, oa: c, m: m.def}
+	set := newAppSet([]*app{a}, []keyEntry{{name: "--key", sum: sha256.Sum256([]byte(key)), all: true}}, m)
+	return newSetHandler(registryOf(set, m, log), st, readyKey(c.AppID()), m, log)
+}
+
+// newSetHandler serves the apps of reg, on the store st that /readyz
+// probes at readyAt.
+func newSetHandler(reg *registry, st store.Store, readyAt string, m *metrics, log *slog.Logger) *handler {
+	h := &handler{reg: reg, m: m, log: log, mux: http.NewServeMux(), timeout: requestTimeout,
+		ready: newReadiness(st, readyAt, log)}
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.HandleFunc("GET /metrics", h.m.serveHTTP)
 	return h
 }
 
-// ServeHTTP answers GET of a credential (nearly every request) without the
-// mux, a wrapped writer or a timer: the bearer check, the Conf's lock-free
-// hot path, a response appended into a pooled buffer, and lock-free
-// counters. Everything else goes through the mux.
+// ServeHTTP routes /v1/ itself: the bearer check, the app, the route, then
+// for a GET of a credential (nearly every request) the app's lock-free
+// hot path, an answer appended into a pooled buffer and lock-free
+// counters: no mux, no wrapped writer, no timer. /healthz, /readyz,
+// /metrics and what is not a clean path go through the mux.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	path := pathIndex(r.URL.Path)
-	var code int
-	switch {
-	case strings.HasPrefix(r.URL.Path, "/v1/") && !h.authorized(r):
-		w.Header().Set("WWW-Authenticate", `Bearer realm="wechatconf"`)
-		code = writeJSON(w, http.StatusUnauthorized, errorResponse{Error: "missing or wrong bearer key (send Authorization: Bearer KEY)"})
-	case r.Method == http.MethodGet && path <= pathTicket:
-		code = h.getCredential(w, r, path, start)
-	default:
+	set := h.reg.cur.Load()
+	p := r.URL.Path
+	if !strings.HasPrefix(p, "/v1/") || path.Clean(p) != p {
 		sw := &statusWriter{ResponseWriter: w}
 		if _, pattern := h.mux.Handler(r); pattern == "" {
 			h.noRoute(sw, r)
 		} else {
 			h.mux.ServeHTTP(sw, r)
 		}
-		code = sw.status()
+		set.fallback.observeRequest(pathIndex(p), sw.status(), time.Since(start))
+		return
 	}
-	h.m.observeRequest(path, code, time.Since(start))
+	a, route, appRoute, code := h.resolve(w, r, set)
+	am := set.fallback
+	if a != nil {
+		am = a.m
+		code = h.serveRoute(w, r, a, route, start)
+	}
+	am.observeRequest(routePath(route, appRoute), code, time.Since(start))
 }
 
-// getCredential serves GET of the credential path of index path
-// (pathAccessToken to pathTicket), received at start, and returns the
-// status it answered.
-func (h *handler) getCredential(w http.ResponseWriter, r *http.Request, path int, start time.Time) int {
-	switch path {
-	case pathAccessToken:
-		return h.serveCredential(w, r, conf.AccessToken, start)
-	case pathJSAPITicket:
-		return h.serveCredential(w, r, conf.JSAPITicket, start)
-	case pathWXCardTicket:
-		return h.serveCredential(w, r, conf.WXCardTicket, start)
+// resolve finds the app and route of a /v1/ request the key in it may
+// read. When it cannot, it answers (401, 403 or 404) and returns a nil
+// app and the status.
+func (h *handler) resolve(w http.ResponseWriter, r *http.Request, set *appSet) (a *app, route int, appRoute bool, code int) {
+	rest := r.URL.Path[len("/v1/"):]
+	id, appRoute := strings.CutPrefix(rest, "apps/")
+	var sub string
+	if appRoute {
+		id, sub, _ = strings.Cut(id, "/")
+		route = routeIndex(sub)
+	} else {
+		route = routeIndex(rest)
 	}
-	switch r.URL.RawQuery { // the common queries, without parsing
+	key := set.key(r.Header.Get("Authorization"))
+	if key == nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="wechatconf"`)
+		return nil, route, appRoute, writeJSON(w, http.StatusUnauthorized, errorResponse{Error: "missing or wrong bearer key (send Authorization: Bearer KEY)"})
+	}
+	if appRoute {
+		if !key.allows(id) {
+			// Also for an id no app has, unless the key may read
+			// every app: a key learns nothing of the other apps.
+			return nil, route, true, writeJSON(w, http.StatusForbidden, errorResponse{Error: "this key may not read that app (see the keys of the server's configuration)"})
+		}
+		if a = set.apps[id]; a == nil {
+			return nil, route, true, writeJSON(w, http.StatusNotFound, errorResponse{Error: "no such app: see the apps of the server's configuration"})
+		}
+		if route < 0 {
+			return nil, route, true, writeJSON(w, http.StatusNotFound, errorResponse{Error: "no such endpoint (see the README: /v1/apps/{id}/access_token, /jsapi_ticket, /wx_card_ticket, /agent_config_ticket, /ticket, /invalidate)"})
+		}
+		return a, route, true, 0
+	}
+	switch {
+	case route < 0:
+		return nil, route, false, writeJSON(w, http.StatusNotFound, errorResponse{Error: "no such endpoint (see the README: /v1/access_token, /v1/jsapi_ticket, /v1/wx_card_ticket, /v1/ticket, /v1/invalidate, /v1/apps/{id}/..., /healthz, /readyz, /metrics)"})
+	case set.single == nil:
+		return nil, route, false, writeJSON(w, http.StatusNotFound, errorResponse{Error: fmt.Sprintf("this server holds %d apps: ask /v1/apps/{id}/%s", len(set.list), routeNames[route])})
+	case !key.allows(set.single.id):
+		return nil, route, false, writeJSON(w, http.StatusForbidden, errorResponse{Error: "this key may not read that app (see the keys of the server's configuration)"})
+	}
+	return set.single, route, false, 0
+}
+
+// serveRoute answers route of app a and returns the status.
+func (h *handler) serveRoute(w http.ResponseWriter, r *http.Request, a *app, route int, start time.Time) int {
+	if route == routeInvalidate {
+		if r.Method != http.MethodPost {
+			return notAllowed(w, r, "POST")
+		}
+		return h.invalidate(w, r, a)
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return notAllowed(w, r, "GET, HEAD")
+	}
+	var kind credKind
+	switch route {
+	case routeAccessToken:
+		kind = credAccessToken
+	case routeJSAPITicket:
+		kind = credJSAPITicket
+	case routeWXCardTicket:
+		kind = credWXCardTicket
+	case routeAgentTicket:
+		kind = credAgentTicket
+	default: // routeTicket
+		var ok bool
+		if kind, ok = ticketKindOf(r.URL.RawQuery); !ok {
+			return writeJSON(w, http.StatusBadRequest, errorResponse{Error: "type must be jsapi, wx_card or agent_config"})
+		}
+	}
+	if !a.has(kind) {
+		return writeJSON(w, http.StatusNotFound, errorResponse{Error: fmt.Sprintf("this app (%s) has no %s", a.describe(), kind)})
+	}
+	return h.serveCredential(w, r, a, kind, start)
+}
+
+// ticketKindOf reads /ticket's query: ?type=jsapi (the default), wx_card or
+// agent_config. The common queries are matched without parsing.
+func ticketKindOf(rawQuery string) (credKind, bool) {
+	switch rawQuery {
 	case "", "type=jsapi":
-		return h.serveCredential(w, r, conf.JSAPITicket, start)
+		return credJSAPITicket, true
 	case "type=wx_card":
-		return h.serveCredential(w, r, conf.WXCardTicket, start)
+		return credWXCardTicket, true
+	case "type=agent_config":
+		return credAgentTicket, true
 	}
-	return h.ticketQuery(w, r, start)
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return 0, false
+	}
+	typ := q.Get("type")
+	if typ == "" {
+		return credJSAPITicket, true
+	}
+	return ticketByType(typ)
+}
+
+// notAllowed answers 405 with the methods allowed.
+func notAllowed(w http.ResponseWriter, r *http.Request, allow string) int {
+	w.Header().Set("Allow", allow)
+	return writeJSON(w, http.StatusMethodNotAllowed, errorResponse{Error: fmt.Sprintf("method %s not allowed here (allowed: %s)", r.Method, allow)})
+}
+
+// describe names the app's kind for an answer (never its secret).
+func (a *app) describe() string {
+	if a.kind == kindWeCom && !a.agent {
+		return "a wecom app without an agentid"
+	}
+	return "a " + a.kind.String()
 }
 
 // noRoute answers what the mux has no handler for (404, 405, or a
@@ -199,7 +300,7 @@ func (h *handler) noRoute(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", rec.header.Get("Location"))
 		msg = "moved to " + rec.header.Get("Location")
 	case status == http.StatusNotFound:
-		msg = "no such endpoint (see the README: /v1/access_token, /v1/jsapi_ticket, /v1/wx_card_ticket, /v1/ticket, /v1/invalidate, /healthz, /readyz, /metrics)"
+		msg = "no such endpoint (see the README: /v1/access_token, /v1/jsapi_ticket, /v1/wx_card_ticket, /v1/ticket, /v1/invalidate, /v1/apps/{id}/..., /healthz, /readyz, /metrics)"
 	default:
 		msg = http.StatusText(status)
 	}
@@ -228,31 +329,6 @@ func (r *headerRecorder) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// authorized compares the bearer key in constant time. Both sides are
-// hashed first, so that not even the key's length leaks through timing.
-func (h *handler) authorized(r *http.Request) bool {
-	return bearerOK(r.Header.Get("Authorization"), &h.keySum)
-}
-
-// bearerOK reports whether the Authorization value v carries the key whose
-// SHA-256 is keySum. A key of up to 128 bytes is hashed from a stack copy,
-// without an allocation.
-func bearerOK(v string, keySum *[sha256.Size]byte) bool {
-	const scheme = "bearer "
-	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
-		return false
-	}
-	key := strings.TrimSpace(v[len(scheme):])
-	var sum [sha256.Size]byte
-	var buf [128]byte
-	if len(key) <= len(buf) {
-		sum = sha256.Sum256(buf[:copy(buf[:], key)])
-	} else {
-		sum = sha256.Sum256([]byte(key))
-	}
-	return subtle.ConstantTimeCompare(sum[:], keySum[:]) == 1
-}
-
 // credentialResponse is the answer of the credential endpoints and of
 // invalidate: the credential, when it expires (Unix seconds) and how many
 // seconds it has left.
@@ -269,64 +345,40 @@ type errorResponse struct {
 	ErrCode int    `json:"errcode,omitempty"` // WeChat's errcode, when WeChat refused
 }
 
-func (h *handler) credential(kind conf.Kind) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) { h.serveCredential(w, r, kind, time.Now()) }
-}
-
-// ticketByType serves GET /v1/ticket?type=jsapi|wx_card (jsapi by default).
-func (h *handler) ticketByType(w http.ResponseWriter, r *http.Request) {
-	h.ticketQuery(w, r, time.Now())
-}
-
-func (h *handler) ticketQuery(w http.ResponseWriter, r *http.Request, start time.Time) int {
-	typ := r.URL.Query().Get("type")
-	if typ == "" {
-		typ = "jsapi"
-	}
-	kind, err := ticketKind(typ)
-	if err != nil {
-		return writeJSON(w, http.StatusBadRequest, errorResponse{Error: "type must be jsapi or wx_card"})
-	}
-	return h.serveCredential(w, r, kind, start)
-}
-
-// serveCredential answers a credential of kind to a request received at
-// start (expires_in counts from there) and returns the status.
+// serveCredential answers a credential of kind of app a to a request
+// received at start (expires_in counts from there) and returns the status.
 //
-// The Conf serves a fresh local copy, or a valid one while it refreshes in
+// The app serves a fresh local copy, or a valid one while it refreshes in
 // the background, without looking at the context; only when it has nothing
 // valid does it wait. So the first try runs with noWait, a context that is
 // already done: it costs no timer and answers nearly every request. Only
-// if the Conf would have waited is the wait bounded by h.timeout and tried
-// again. Correctness never rests on that first try: were the Conf to
+// if the app would have waited is the wait bounded by h.timeout and tried
+// again. Correctness never rests on that first try: were the engine to
 // consult the context sooner, the second try would answer, only slower.
-func (h *handler) serveCredential(w http.ResponseWriter, r *http.Request, kind conf.Kind, start time.Time) int {
-	item, err := h.conf.Credential(noWait, kind)
+func (h *handler) serveCredential(w http.ResponseWriter, r *http.Request, a *app, kind credKind, start time.Time) int {
+	item, err := a.credential(noWait, kind)
 	if errors.Is(err, errNoWait) {
 		ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 		defer cancel()
-		item, err = h.conf.Credential(ctx, kind)
+		item, err = a.credential(ctx, kind)
 	}
 	if err != nil {
-		return h.fail(w, r, kind, err)
+		return h.fail(w, r, a, kind, err)
 	}
-	return h.writeCredential(w, kind, item, start)
+	return writeCredential(w, a, kind, item, start)
 }
 
-func toResponse(kind conf.Kind, item store.Item) credentialResponse {
+func toResponse(kind credKind, item store.Item) credentialResponse {
 	return toResponseAt(kind, item, time.Now())
 }
 
 // toResponseAt is toResponse at now.
-func toResponseAt(kind conf.Kind, item store.Item, now time.Time) credentialResponse {
+func toResponseAt(kind credKind, item store.Item, now time.Time) credentialResponse {
 	resp := credentialResponse{ExpiresAt: item.ExpiresAt.Unix(), ExpiresIn: int64(max(item.ExpiresAt.Sub(now), 0) / time.Second)}
-	switch kind {
-	case conf.AccessToken:
+	if kind == credAccessToken {
 		resp.AccessToken = item.Value
-	case conf.JSAPITicket:
-		resp.Ticket, resp.Type = item.Value, "jsapi"
-	default:
-		resp.Ticket, resp.Type = item.Value, "wx_card"
+	} else {
+		resp.Ticket, resp.Type = item.Value, ticketTypes[kind]
 	}
 	return resp
 }
@@ -338,36 +390,36 @@ type invalidateRequest struct {
 	Value string `json:"value"`
 }
 
-// invalidate serves POST /v1/invalidate: compare-then-refresh. A new
+// invalidate serves POST .../invalidate: compare-then-refresh. A new
 // credential is granted only if the store still holds the rejected one; a
 // stale report gets the current credential at no cost.
-func (h *handler) invalidate(w http.ResponseWriter, r *http.Request) {
+func (h *handler) invalidate(w http.ResponseWriter, r *http.Request, a *app) int {
 	kind, value, status, msg := decodeInvalidate(http.MaxBytesReader(w, r.Body, maxInvalidateBody))
 	if status != 0 {
-		writeJSON(w, status, errorResponse{Error: msg})
-		return
+		return writeJSON(w, status, errorResponse{Error: msg})
+	}
+	if !a.has(kind) {
+		return writeJSON(w, http.StatusNotFound, errorResponse{Error: fmt.Sprintf("this app (%s) has no %s", a.describe(), kind)})
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
-	if _, err := h.conf.Invalidate(ctx, kind, value); err != nil {
-		h.fail(w, r, kind, err)
-		return
+	if err := a.invalidate(ctx, kind, value); err != nil {
+		return h.fail(w, r, a, kind, err)
 	}
 	// The replacement is now this node's fresh copy: read it back with
 	// its expiry.
-	item, err := h.conf.Credential(ctx, kind)
+	item, err := a.credential(ctx, kind)
 	if err != nil {
-		h.fail(w, r, kind, err)
-		return
+		return h.fail(w, r, a, kind, err)
 	}
-	writeJSON(w, http.StatusOK, toResponse(kind, item))
+	return writeJSON(w, http.StatusOK, toResponse(kind, item))
 }
 
 // decodeInvalidate reads the body of POST /v1/invalidate: one JSON object
 // with known fields, a known kind (access_token by default) and a value. On
 // a mistake it returns the status (400, or 413 past the MaxBytesReader
 // bound) and the message to answer; the message never quotes the body.
-func decodeInvalidate(body io.Reader) (kind conf.Kind, value string, status int, msg string) {
+func decodeInvalidate(body io.Reader) (kind credKind, value string, status int, msg string) {
 	var req invalidateRequest
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
@@ -386,26 +438,17 @@ func decodeInvalidate(body io.Reader) (kind conf.Kind, value string, status int,
 		}
 		return 0, "", http.StatusBadRequest, `want a JSON body {"kind":"access_token","value":"<the rejected credential>"}`
 	}
-	kind = conf.AccessToken
+	kind = credAccessToken
 	if req.Kind != "" {
 		var ok bool
-		if kind, ok = kindByName(req.Kind); !ok {
-			return 0, "", http.StatusBadRequest, "kind must be access_token, jsapi_ticket or wx_card_ticket"
+		if kind, ok = credKindByName(req.Kind); !ok {
+			return 0, "", http.StatusBadRequest, "kind must be access_token, jsapi_ticket, wx_card_ticket or agent_config_ticket"
 		}
 	}
 	if req.Value == "" {
 		return 0, "", http.StatusBadRequest, "value (the rejected credential) is required"
 	}
 	return kind, req.Value, 0, ""
-}
-
-func kindByName(name string) (conf.Kind, bool) {
-	for _, k := range []conf.Kind{conf.AccessToken, conf.JSAPITicket, conf.WXCardTicket} {
-		if k.String() == name {
-			return k, true
-		}
-	}
-	return 0, false
 }
 
 // healthz is the liveness check: the process answers. It does not look
@@ -417,7 +460,7 @@ func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
 
 // fail answers an error of the library: 502 when WeChat refused or could
 // not be reached, 503 when no credential could be had in time.
-func (h *handler) fail(w http.ResponseWriter, r *http.Request, kind conf.Kind, err error) int {
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, a *app, kind credKind, err error) int {
 	status, code := http.StatusBadGateway, 0
 	var ae *conf.APIError
 	var le *conf.RefreshLimitedError
@@ -432,10 +475,10 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, kind conf.Kind, e
 	case errors.Is(err, conf.ErrUnavailable), errors.Is(err, conf.ErrClosed),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		status = http.StatusServiceUnavailable
-	case errors.Is(err, conf.ErrNeedParam):
+	case errors.Is(err, conf.ErrNeedParam), errors.Is(err, wecom.ErrNeedParam):
 		status = http.StatusInternalServerError
 	}
-	h.log.Warn("wechatconf: request failed", "path", r.URL.Path, "kind", kind.String(), "status", status, "err", err.Error())
+	h.log.Warn("wechatconf: request failed", "app", a.id, "path", r.URL.Path, "kind", kind.String(), "status", status, "err", err.Error())
 	return writeJSON(w, status, errorResponse{Error: describe(err), ErrCode: code})
 }
 

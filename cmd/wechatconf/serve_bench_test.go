@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,7 +45,7 @@ type bareHandler struct {
 }
 
 func (h *bareHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !bearerOK(r.Header.Get("Authorization"), &h.keySum) {
+	if sum, ok := bearerSum(r.Header.Get("Authorization")); !ok || subtle.ConstantTimeCompare(sum[:], h.keySum[:]) != 1 {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}

@@ -33,7 +33,7 @@ func TestServeEveryAnswerJSON(t *testing.T) {
 		{"POST", "/v1/invalidate", auth, `{"value":"` + strings.Repeat("x", maxInvalidateBody) + `"}`, 413, "body over"},
 		{"POST", "/v1/invalidate", auth, `{"value":"a"} {"value":"b"}`, 400, "want a JSON body"},
 		{"POST", "/v1/invalidate", auth, `not json`, 400, "want a JSON body"},
-		{"GET", "/v1/ticket?type=card", auth, "", 400, "jsapi or wx_card"},
+		{"GET", "/v1/ticket?type=card", auth, "", 400, "jsapi, wx_card or agent_config"},
 	} {
 		req, _ := http.NewRequest(tc.method, a.srv.URL+tc.path, strings.NewReader(tc.body))
 		if tc.auth != "" {

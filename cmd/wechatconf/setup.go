@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -30,10 +31,21 @@ type cmdEnv struct {
 	metrics        *metrics
 	store          store.Store // serve: the Conf's store, for /readyz
 	appID          string
-	storeDesc      string   // the store URL without its password
-	apiBases       []string // the WeChat hosts in use
-	key            string   // serve: the bearer key
-	devKey         bool     // serve: the key was made up by --dev
+	storeDesc      string    // the store URL without its password
+	apiBases       []string  // the WeChat hosts in use
+	key            string    // serve: the bearer key
+	devKey         bool      // serve: the key was made up by --dev
+	reg            *registry // serve: the apps served
+	readyAt        string    // serve: the key /readyz reads
+
+	// serve --config: the file, how it is read again on SIGHUP, and
+	// the store it named.
+	configPath    string
+	getenv        func(string) string
+	files         fileCheck
+	storeURL      string
+	storeFromFile bool
+	checked       *plan // --check-config: the plan found, nothing started
 
 	closers []func() error // released in reverse order
 }
@@ -65,6 +77,15 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 			e.close()
 		}
 	}()
+	if cmd.name == "serve" && o.set["config"] {
+		if err := checkCommandFlags(cmd, o, false); err != nil {
+			return nil, err
+		}
+		return e, setupConfig(ctx, e, getenv)
+	}
+	if o.checkConfig {
+		return nil, usagef("--check-config checks the file of --config: give --config FILE")
+	}
 
 	corpID := corpIDOf(o, getenv)
 	if corpID != "" {
@@ -101,7 +122,10 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 		}
 	}
 	e.appID = appID
-	e.metrics = newMetrics(appID)
+	if corpID != "" {
+		e.appID = corpID
+	}
+	e.metrics = newMetrics(e.appID)
 	bases, err := apiBases(o, getenv)
 	if err != nil {
 		return nil, err
@@ -172,7 +196,13 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 	e.store = st
 
 	if corpID != "" {
-		return e, newWeComApp(e, corpID, agentID, secret, st, bases)
+		if err := newWeComApp(e, corpID, agentID, secret, st, bases); err != nil {
+			return nil, err
+		}
+		if cmd.name == "serve" {
+			e.serveSingle(&app{id: corpID, kind: kindWeCom, agent: agentID > 0, wc: e.wecom}, readyKey(corpID))
+		}
+		return e, nil
 	}
 	opts := []conf.Option{
 		conf.WithAppID(appID, secret),
@@ -192,7 +222,17 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 	}
 	e.conf = c
 	e.closers = append(e.closers, c.Close)
+	if cmd.name == "serve" {
+		e.serveSingle(&app{id: appID, kind: kindOfficialAccount, oa: c}, readyKey(appID))
+	}
 	return e, nil
+}
+
+// serveSingle makes a the one app served, to holders of the --key.
+func (e *cmdEnv) serveSingle(a *app, readyAt string) {
+	a.m = e.metrics.def
+	set := newAppSet([]*app{a}, []keyEntry{{name: "--key", sum: sha256.Sum256([]byte(e.key)), all: true}}, e.metrics)
+	e.reg, e.readyAt = registryOf(set, e.metrics, e.log), readyAt
 }
 
 // checkCommandFlags checks the flags that belong to one command (WeCom's

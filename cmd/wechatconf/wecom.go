@@ -51,8 +51,6 @@ func checkWeComFlags(cmd *command, o *options) error {
 		return usagef("give --appid (an Official Account) or --corpid (a WeCom app), not both")
 	case o.set["stable-token"]:
 		return usagef("--stable-token is an Official Account's; WeCom has none")
-	case cmd.name == "serve":
-		return usagef("serve holds one Official Account today; a WeCom app is served by the multi-app configuration to come (use token, ticket or sign with --corpid)")
 	case cmd.name == "ticket" && o.ticketType != "jsapi" && o.ticketType != "agent_config":
 		return usagef("with --corpid, --type must be jsapi or agent_config, got %q", o.ticketType)
 	}

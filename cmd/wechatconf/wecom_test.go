@@ -95,7 +95,6 @@ func TestWeComUsageErrors(t *testing.T) {
 	}{
 		{append([]string{"token", "--appid", appID}, wecomBase(t, fake, false)...), "not both"},
 		{append([]string{"ticket", "--type", "wx_card"}, wecomBase(t, fake, true)...), "agent_config"},
-		{append([]string{"serve", "--key", "k0123456789abcdef"}, wecomBase(t, fake, true)...), "WeCom"},
 		{[]string{"token", "--agentid", "5", "--appid", appID, "--secret", secret}, "--corpid"},
 		{[]string{"token", "--corpid", "ww 1", "--secret", "s"}, "CorpID"},
 		{[]string{"token", "--corpid", wechattest.DefaultCorpID, "--agentid", "-3", "--secret", "s"}, "AgentID"},
