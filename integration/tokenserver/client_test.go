@@ -34,8 +34,8 @@ const clientEnv = "WECHATCONF_TOKENSERVER_CLIENT"
 type clientApp struct {
 	AppID string `json:"appid"`
 	// App is the app's id in serve's configuration file (tokenclient's
-	// Config.App); empty for a single-app serve.
-	App string `json:"app,omitempty"`
+	// Config.App).
+	App string `json:"app"`
 	Key string `json:"key"`
 }
 

@@ -8,24 +8,23 @@
 //
 // The clients call AccessToken in a loop for the whole test, and ask the
 // servers directly besides, while one server is killed with SIGKILL and
-// restarted, WeChat revokes the token and every client reports it
+// restarted, WeChat revokes the tokens and every client reports its own
 // (Invalidate), and another server is stopped with SIGTERM and restarted;
-// the test then waits for the next natural refresh.
-//
-// When serve takes --config (issue #14's multi-app serve), the servers
-// hold two apps of a configuration file, an Official Account and a Mini
-// Program; each client is a business node of both (tokenclient's
-// Config.App: /v1/apps/{id}/...), and everything below is asserted per
-// app; a key the file allows for one app only is answered 403 for the
-// other. Otherwise the servers hold one app of the single-app flags. WeChat's tokens live
+// the test then waits for the next natural refresh. WeChat's tokens live
 // conf.DefaultMargin + tokenLife (serve refreshes DefaultMargin before
 // expiry, and has no flag to change it), so that a cycle passes in well
-// under a minute or two.
+// under two minutes.
 //
-// Asserted: WeChat sees one grant for the cold start, one for the revoked
-// token (however many clients report it, through whichever server), and no
-// other grant before the previous token entered its refresh window — one
-// grant per cycle in all, across the three servers; every grant reached the
+// The servers hold two apps of one configuration file (`serve --config`,
+// issue #14's multi-app serve), an Official Account and a Mini Program;
+// each client is a business node of both (tokenclient's Config.App:
+// /v1/apps/{id}/...), and everything is asserted per app. A key the file
+// allows for one app only is answered 403 for the other.
+//
+// Asserted, for each app: WeChat sees one grant for the cold start, one
+// for the revoked token (however many clients report it, through whichever
+// server), and no other grant before the previous token entered its
+// refresh window — one grant per cycle, across the three servers; every grant reached the
 // clients, and the clients got no token WeChat did not grant; no client
 // call failed or answered an expired token; serve exits 0 on SIGTERM, and
 // no process had a data race or printed a secret.
@@ -39,7 +38,6 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -85,7 +83,7 @@ const (
 
 // app is one app the servers hold.
 type app struct {
-	id     string // its id in serve's configuration file; "" single-app
+	id     string // its id in serve's configuration file
 	kind   string // official_account or mini_program (configuration file)
 	appid  string
 	secret string
@@ -99,30 +97,21 @@ const (
 	shopOnlyKey = "tokenserver-shop-only-key-0123456789abcdef"
 )
 
-// appsFor returns the apps the servers hold: two in a configuration file
-// when this serve has `--config` (issue #14's multi-app serve), else the
-// one app of the single-app flags.
-func appsFor(multi bool) []app {
-	if !multi {
-		return []app{{appid: wechattest.DefaultAppID, secret: wechattest.DefaultAppSecret}}
-	}
-	return []app{
-		{id: "shop", kind: "official_account", appid: wechattest.DefaultAppID, secret: wechattest.DefaultAppSecret},
-		{id: "mini", kind: "mini_program", appid: miniAppID, secret: miniSecret},
-	}
+// apps are the apps of the servers' configuration file.
+var apps = []app{
+	{id: "shop", kind: "official_account", appid: wechattest.DefaultAppID, secret: wechattest.DefaultAppSecret},
+	{id: "mini", kind: "mini_program", appid: miniAppID, secret: miniSecret},
 }
 
 func TestTokenServer(t *testing.T) {
 	redis := servers.Redis(t)
 	bin := buildServe(t)
-	multi := hasConfigFlag(t, bin)
-	apps := appsFor(multi)
 	opts := []wechattest.Option{wechattest.WithTokenTTL(tokenTTL)}
 	for _, a := range apps {
 		opts = append(opts, wechattest.WithApp(a.appid, a.secret))
 	}
 	wx := newWeChat(t, opts...)
-	args := serveArgs(t, apps, multi, "redis://"+redis.Addr+"/0", wx.URL())
+	args := serveArgs(t, "redis://"+redis.Addr+"/0", wx.URL())
 
 	srvs := make([]*serveProc, numServers)
 	urls := make([]string, numServers)
@@ -130,7 +119,7 @@ func TestTokenServer(t *testing.T) {
 		srvs[i] = newServe(t, "serve"+string(rune('0'+i)), bin, args...)
 		urls[i] = srvs[i].URL()
 	}
-	t.Logf("servers at %v on %s, WeChat at %s, token lifetime %v, %d app(s) (configuration file: %v)", urls, redis.Addr, wx.URL(), tokenTTL, len(apps), multi)
+	t.Logf("servers at %v on %s, WeChat at %s, token lifetime %v, apps %s and %s", urls, redis.Addr, wx.URL(), tokenTTL, apps[0].id, apps[1].id)
 
 	clients := make([]*client, numClients)
 	for i := range clients {
@@ -154,9 +143,7 @@ func TestTokenServer(t *testing.T) {
 			t.Errorf("app %s: %d grants at the cold start; want 1", a.appid, n)
 		}
 	}
-	if multi {
-		checkForbidden(t, urls)
-	}
+	checkForbidden(t, urls)
 
 	// A server killed under load, and restarted on the same port.
 	time.Sleep(faultPause)
@@ -316,17 +303,11 @@ func checkApp(t *testing.T, a app, grants []grant, forced grant, final, rejects 
 		a.appid, len(grants), natural, cycles, calls, direct, len(final))
 }
 
-// serveArgs are the flags of every serve process, and the files they read:
-// a configuration file with every app (multi-app serve), or the one app's
-// flags.
-func serveArgs(t *testing.T, apps []app, multi bool, storeURL, apiBase string) []string {
+// serveArgs are the flags of every serve process: the configuration file
+// of every app, with the files it names, and the store.
+func serveArgs(t *testing.T, storeURL, apiBase string) []string {
 	t.Helper()
 	keyFile := writeSecret(t, "key", serverKey)
-	if !multi {
-		a := apps[0]
-		return []string{"--appid", a.appid, "--secret-file", writeSecret(t, "secret", a.secret),
-			"--key-file", keyFile, "--store", storeURL, "--api-base", apiBase}
-	}
 	type fileApp struct {
 		ID         string `json:"id"`
 		Kind       string `json:"kind"`
@@ -359,16 +340,6 @@ func serveArgs(t *testing.T, apps []app, multi bool, storeURL, apiBase string) [
 		t.Fatal(err)
 	}
 	return []string{"--config", writeSecret(t, "serve.json", string(js)), "--store", storeURL}
-}
-
-// hasConfigFlag reports whether this serve takes --config (issue #14).
-func hasConfigFlag(t *testing.T, bin string) bool {
-	t.Helper()
-	out, _ := exec.Command(bin, "serve", "-h").CombinedOutput() // usage: exit status 0 or 2
-	if !strings.Contains(string(out), "-listen") {
-		t.Fatalf("serve -h does not show its flags:\n%s", out)
-	}
-	return strings.Contains(string(out), "-config")
 }
 
 // checkForbidden: the real serve answers a key not allowed for an app 403,
