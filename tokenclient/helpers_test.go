@@ -175,17 +175,27 @@ func (cl *cluster) node(t testing.TB, tc *tokenclient.Client, opts ...conf.Optio
 // callWeChat makes a protected call (getcallbackip) through rt and returns
 // WeChat's errcode answer as an error.
 func callWeChat(ctx context.Context, rt http.RoundTripper, tok string) error {
-	u := "http://wechat.test/cgi-bin/getcallbackip"
+	code, msg, err := callbackIP(ctx, rt, "http://wechat.test", tok)
+	if err != nil || code == 0 {
+		return err
+	}
+	return &conf.APIError{Endpoint: "/cgi-bin/getcallbackip", Code: code, Msg: msg}
+}
+
+// callbackIP calls base's /cgi-bin/getcallbackip through rt, with tok if
+// not empty, and returns the errcode and errmsg of the answer.
+func callbackIP(ctx context.Context, rt http.RoundTripper, base, tok string) (int, string, error) {
+	u := base + "/cgi-bin/getcallbackip"
 	if tok != "" {
 		u += "?access_token=" + tok
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return err
+		return 0, "", err
 	}
 	resp, err := rt.RoundTrip(req)
 	if err != nil {
-		return err
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	var body struct {
@@ -193,12 +203,9 @@ func callWeChat(ctx context.Context, rt http.RoundTripper, tok string) error {
 		ErrMsg  string `json:"errmsg"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return err
+		return 0, "", err
 	}
-	if body.ErrCode != 0 {
-		return &conf.APIError{Endpoint: "/cgi-bin/getcallbackip", Code: body.ErrCode, Msg: body.ErrMsg}
-	}
-	return nil
+	return body.ErrCode, body.ErrMsg, nil
 }
 
 // network routes requests by host to handlers, in process; a host with no

@@ -26,11 +26,25 @@
 // Every call is bounded (Config.RequestTimeout per server,
 // Config.Timeout in all). Servers are tried in order, starting from the
 // one that answered last; a network error or an HTTP 5xx moves on to the
-// next, any other answer (401 for a wrong key, 400, 429) is final. A 429
-// (the cluster's forced-refresh limit) is a *credential.RefreshLimitedError
+// next, any other answer (401 for a wrong key, 403 for a key not allowed
+// for the app, 400, 404, 429) is final. A 429 (the cluster's
+// forced-refresh limit) is a *credential.RefreshLimitedError
 // (conf.ErrRefreshLimited matches it), and the same report is not sent
 // again before the server's Retry-After. The package logs nothing; its
 // errors never show the key or a credential.
+//
+// One server may hold several apps (`wechatconf serve --config FILE`):
+// Config.App names the one a Client is for, and every request goes to
+// /v1/apps/{App}/... A key the server knows but does not allow for that
+// app is answered 403, a *StatusError that says so (final, like a 401:
+// every server holds the same keys, so no other one is asked).
+//
+// A WeCom (企业微信) app's node is fed the same way: WeComOptions for
+// wecom.New, with no secret.
+//
+//	tc, err := tokenclient.New(tokenclient.Config{URLs: urls, Key: key, App: "hr"})
+//	...
+//	a, err := wecom.New(corpID, "", append(tc.WeComOptions(), wecom.WithAgentID(agentID))...)
 //
 // The protocol is small enough for any language; see the README's
 // "Business nodes" section.
@@ -55,6 +69,7 @@ import (
 	"github.com/wechatconf/wechatconf/conf"
 	"github.com/wechatconf/wechatconf/credential"
 	"github.com/wechatconf/wechatconf/store"
+	"github.com/wechatconf/wechatconf/wecom"
 )
 
 // Defaults of Config.
@@ -85,6 +100,12 @@ type Config struct {
 	URLs []string
 	// Key is the bearer key of the servers (serve's --key). Required.
 	Key string
+	// App is the id of the app in the servers' configuration file
+	// (`serve --config`): when set, every request goes to
+	// /v1/apps/{App}/... instead of the single-app routes /v1/...
+	// It must match [a-z0-9][a-z0-9_-]{0,63}. Empty means a server
+	// with one app (or serve's --appid).
+	App string
 	// HTTPClient sends the requests; nil means one with
 	// http.DefaultTransport. Its redirect policy is replaced: a Client
 	// never follows a redirect (the key must not travel on).
@@ -98,8 +119,8 @@ type Config struct {
 
 // String shows the configuration without the key.
 func (c Config) String() string {
-	return fmt.Sprintf("tokenclient.Config{URLs: %q, Key: <redacted %d bytes>, RequestTimeout: %v, Timeout: %v}",
-		c.URLs, len(c.Key), c.RequestTimeout, c.Timeout)
+	return fmt.Sprintf("tokenclient.Config{URLs: %q, Key: <redacted %d bytes>, App: %q, RequestTimeout: %v, Timeout: %v}",
+		c.URLs, len(c.Key), c.App, c.RequestTimeout, c.Timeout)
 }
 
 // GoString is String, for %#v.
@@ -112,6 +133,8 @@ type Client struct {
 	bases   []string // base URLs, without a trailing slash
 	hosts   []string // scheme://host of each, for errors
 	auth    string   // "Bearer " + key
+	app     string   // Config.App
+	prefix  string   // "/v1" or "/v1/apps/{App}"
 	key     string
 	hc      *http.Client
 	perReq  time.Duration
@@ -141,8 +164,15 @@ func New(cfg Config) (*Client, error) {
 	if cfg.RequestTimeout < 0 || cfg.Timeout < 0 {
 		return nil, errors.New("tokenclient: Config timeouts must not be negative")
 	}
+	prefix := "/v1"
+	if cfg.App != "" {
+		if !ValidApp(cfg.App) {
+			return nil, fmt.Errorf("tokenclient: Config.App %q is not an app id ([a-z0-9][a-z0-9_-]{0,63})", cfg.App)
+		}
+		prefix = "/v1/apps/" + cfg.App
+	}
 	c := &Client{
-		auth: "Bearer " + cfg.Key, key: cfg.Key,
+		auth: "Bearer " + cfg.Key, key: cfg.Key, app: cfg.App, prefix: prefix,
 		perReq: cfg.RequestTimeout, total: cfg.Timeout,
 		limits: map[string]limit{},
 	}
@@ -177,8 +207,29 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// ValidApp reports whether id is an app id of the servers' configuration:
+// [a-z0-9][a-z0-9_-]{0,63}.
+func ValidApp(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		b := id[i]
+		switch {
+		case b >= 'a' && b <= 'z', b >= '0' && b <= '9':
+		case (b == '_' || b == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // String describes the Client without its key.
 func (c *Client) String() string {
+	if c.app != "" {
+		return fmt.Sprintf("tokenclient.Client{URLs: %q, App: %q}", c.hosts, c.app)
+	}
 	return fmt.Sprintf("tokenclient.Client{URLs: %q}", c.hosts)
 }
 
@@ -186,8 +237,8 @@ func (c *Client) String() string {
 func (c *Client) GoString() string { return c.String() }
 
 // Get returns the credential called name (access_token, jsapi_ticket,
-// wx_card_ticket) from the first server that answers, with its expiry.
-// The expiry is counted on this machine's clock from the moment the
+// wx_card_ticket, agent_config_ticket) from the first server that answers,
+// with its expiry. The expiry is counted on this machine's clock from the moment the
 // request was sent, with the server's expires_in: a clock apart from the
 // server's does not matter.
 func (c *Client) Get(ctx context.Context, name string) (store.Item, error) {
@@ -195,14 +246,14 @@ func (c *Client) Get(ctx context.Context, name string) (store.Item, error) {
 	if err != nil {
 		return store.Item{}, err
 	}
-	return c.call(ctx, name, http.MethodGet, path, typ, nil, "")
+	return c.call(ctx, name, http.MethodGet, c.prefix+path, typ, nil, "")
 }
 
 // Invalidate reports that WeChat rejected the credential rejected, called
-// name, and returns a valid replacement: the server's POST /v1/invalidate,
-// compare-then-refresh (a new credential is granted only if the cluster
-// still holds the rejected one; a stale report gets the current one for
-// free). Servers share one store, so a report may go to any of them; a
+// name, and returns a valid replacement: the server's POST /v1/invalidate
+// (/v1/apps/{App}/invalidate with Config.App), compare-then-refresh (a new
+// credential is granted only if the cluster still holds the rejected one;
+// a stale report gets the current one for free). Servers share one store, so a report may go to any of them; a
 // server that fails is followed by the next.
 //
 // When the servers' forced-refresh limit refuses (HTTP 429), the error is a
@@ -220,8 +271,8 @@ func (c *Client) Invalidate(ctx context.Context, name, rejected string) (store.I
 	l, ok := c.limits[name]
 	c.limitMu.Unlock()
 	if ok && l.sum == sum && time.Now().Before(l.next) {
-		return store.Item{}, fmt.Errorf("tokenclient: POST /v1/invalidate %s: refused by the server's forced-refresh limit; not asked again before its Retry-After: %w",
-			name, &credential.RefreshLimitedError{Name: name, Next: l.next})
+		return store.Item{}, fmt.Errorf("tokenclient: POST %s/invalidate %s: refused by the server's forced-refresh limit; not asked again before its Retry-After: %w",
+			c.prefix, name, &credential.RefreshLimitedError{Name: name, Next: l.next})
 	}
 	body, err := json.Marshal(struct {
 		Kind  string `json:"kind"`
@@ -231,7 +282,7 @@ func (c *Client) Invalidate(ctx context.Context, name, rejected string) (store.I
 		return store.Item{}, fmt.Errorf("tokenclient: Invalidate %s: %w", name, err)
 	}
 	_, typ, _ := endpoint(name)
-	item, err := c.call(ctx, name, http.MethodPost, "/v1/invalidate", typ, body, rejected)
+	item, err := c.call(ctx, name, http.MethodPost, c.prefix+"/invalidate", typ, body, rejected)
 	var le *credential.RefreshLimitedError
 	if errors.As(err, &le) {
 		c.limitMu.Lock()
@@ -239,7 +290,7 @@ func (c *Client) Invalidate(ctx context.Context, name, rejected string) (store.I
 		c.limitMu.Unlock()
 	}
 	if err == nil && item.Value == rejected {
-		return store.Item{}, fmt.Errorf("tokenclient: POST /v1/invalidate %s: the server answered the rejected value", name)
+		return store.Item{}, fmt.Errorf("tokenclient: POST %s/invalidate %s: the server answered the rejected value", c.prefix, name)
 	}
 	return item, err
 }
@@ -275,23 +326,49 @@ func (c *Client) ConfOptions() []conf.Option {
 	return opts
 }
 
-// endpoint maps a credential name to its GET path and, for tickets, the
-// type the answer must carry. Names other than the Official Account's are
-// served at /v1/<name> (the protocol a server for other faces would
-// follow).
+// WeComOptions returns the wecom options that make a wecom.App a business
+// node fed by c (whose Config.App is a WeCom app of the servers):
+// refresh-only (it never calls gettoken), the access token, the corp jsapi
+// ticket and the agent_config ticket got from the servers, rejections
+// reported to them. Call wecom.New(corpID, "", ...) — no secret — with
+// wecom.WithAgentID(agentID), which names the app's keys and signs
+// wx.agentConfig, and any other option (wecom.WithStore, WithBaseURLs).
+func (c *Client) WeComOptions() []wecom.Option {
+	opts := []wecom.Option{wecom.WithRefreshOnly()}
+	for _, k := range []struct {
+		kind wecom.Kind
+		name string // the protocol's, not Kind.String (agent_ticket)
+	}{
+		{wecom.AccessToken, "access_token"},
+		{wecom.JSAPITicket, "jsapi_ticket"},
+		{wecom.AgentTicket, "agent_config_ticket"},
+	} {
+		opts = append(opts,
+			wecom.WithRefreshFunc(k.kind, c.RefreshFunc(k.name)),
+			wecom.WithInvalidateFunc(k.kind, c.InvalidateFunc(k.name)))
+	}
+	return opts
+}
+
+// endpoint maps a credential name to its GET path below the Client's
+// prefix (/v1 or /v1/apps/{App}) and, for tickets, the type the answer
+// must carry. Other names are served at <prefix>/<name> (the protocol a
+// server for other credentials would follow).
 func endpoint(name string) (path, typ string, err error) {
 	switch name {
 	case "access_token":
-		return "/v1/access_token", "", nil
+		return "/access_token", "", nil
 	case "jsapi_ticket":
-		return "/v1/ticket?type=jsapi", "jsapi", nil
+		return "/ticket?type=jsapi", "jsapi", nil
 	case "wx_card_ticket":
-		return "/v1/ticket?type=wx_card", "wx_card", nil
+		return "/ticket?type=wx_card", "wx_card", nil
+	case "agent_config_ticket":
+		return "/ticket?type=agent_config", "agent_config", nil
 	}
 	if name == "" || len(name) > 64 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
-		return "", "", fmt.Errorf("tokenclient: %q is not a credential name (access_token, jsapi_ticket, wx_card_ticket)", name)
+		return "", "", fmt.Errorf("tokenclient: %q is not a credential name (access_token, jsapi_ticket, wx_card_ticket, agent_config_ticket)", name)
 	}
-	return "/v1/" + name, "", nil
+	return "/" + name, "", nil
 }
 
 // StatusError is a server's answer other than 200 (and 429, which is a
@@ -301,9 +378,13 @@ type StatusError struct {
 	Server string
 	// Op is the request: "GET /v1/access_token".
 	Op string
-	// StatusCode is the HTTP status: 401 a wrong key, 502 WeChat refused
-	// the server or could not be reached, 503 no credential in time.
+	// StatusCode is the HTTP status: 401 a wrong key, 403 a key not
+	// allowed for App, 404 an app the server does not hold (told only to
+	// a key for every app), 502 WeChat refused the server or could not be
+	// reached, 503 no credential in time.
 	StatusCode int
+	// App is Config.App, if set.
+	App string
 	// Message is the server's explanation, if it gave one.
 	Message string
 	// ErrCode is WeChat's errcode when WeChat refused the server's grant.
@@ -313,6 +394,16 @@ type StatusError struct {
 // Error implements error.
 func (e *StatusError) Error() string {
 	s := fmt.Sprintf("tokenclient: %s at %s: HTTP %d", e.Op, e.Server, e.StatusCode)
+	switch {
+	case e.StatusCode == http.StatusUnauthorized:
+		s += " (the key is missing or wrong)"
+	case e.StatusCode == http.StatusForbidden && e.App != "":
+		s += fmt.Sprintf(" (the key is not allowed for app %q)", e.App)
+	case e.StatusCode == http.StatusForbidden:
+		s += " (the key is not allowed for the server's app)"
+	case e.StatusCode == http.StatusNotFound && e.App != "":
+		s += fmt.Sprintf(" (no app %q on this server, or a server without /v1/apps/)", e.App)
+	}
 	if e.ErrCode != 0 {
 		s += fmt.Sprintf(" (WeChat errcode %d)", e.ErrCode)
 	}
@@ -323,7 +414,7 @@ func (e *StatusError) Error() string {
 }
 
 // Temporary reports whether another server, or a later try, may answer
-// better: a 5xx.
+// better: a 5xx. A 401 or 403 is not: every server holds the same keys.
 func (e *StatusError) Temporary() bool { return e.StatusCode >= 500 }
 
 // answer is the JSON of the server's credential endpoints and of its
@@ -421,7 +512,7 @@ func (c *Client) try(ctx context.Context, idx int, name, method, path, typ, op s
 			return store.Item{}, false, fmt.Errorf("tokenclient: %s at %s: HTTP 429: %w", op, host,
 				&credential.RefreshLimitedError{Name: name, Next: until})
 		}
-		se := &StatusError{Server: host, Op: op, StatusCode: resp.StatusCode, ErrCode: a.ErrCode}
+		se := &StatusError{Server: host, Op: op, StatusCode: resp.StatusCode, ErrCode: a.ErrCode, App: c.app}
 		if jerr == nil {
 			se.Message = c.clean(a.Error, hide)
 		}

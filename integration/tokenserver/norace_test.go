@@ -1,0 +1,5 @@
+//go:build !race
+
+package tokenserver
+
+const raceEnabled = false
