@@ -24,8 +24,10 @@ func setupConfig(ctx context.Context, e *cmdEnv, getenv func(string) string) err
 			return usagef("--%s cannot be given with --config: the configuration file says it (per app, or per key)", f)
 		}
 	}
-	if getenv(envAppID) != "" || getenv(envCorpID) != "" {
-		e.warn("--config: " + envAppID + " and " + envCorpID + " are ignored: the configuration file lists the apps")
+	for _, v := range []string{envAppID, envCorpID, envSecret, envServerKey} {
+		if getenv(v) != "" {
+			e.warn("--config: " + v + " is ignored: the configuration file lists the apps and keys")
+		}
 	}
 	files := fileCheck{strict: !o.loosePerms, warn: e.warn}
 	e.configPath, e.getenv, e.files = o.configPath, getenv, files
