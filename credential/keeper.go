@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -63,7 +62,10 @@ type Policy struct {
 	// (DefaultMargin).
 	Margin time.Duration
 	// Reread: a fresh local copy is re-read from the store this often, to
-	// notice grants made elsewhere (DefaultReread).
+	// notice grants made elsewhere (DefaultReread). Each key is re-read at
+	// a phase of its own within the interval (a hash of the key), so that
+	// many credentials loaded together do not all re-read at once; the
+	// first re-read after a load may therefore come sooner.
 	Reread time.Duration
 	// LeaseTTL: how long the store's lease lasts, counted from Lock
 	// (DefaultLeaseTTL).
@@ -500,13 +502,49 @@ func (k *Keeper) keep(item store.Item, granted bool) {
 
 // copyOf makes the local copy keep publishes, unarmed.
 func (k *Keeper) copyOf(item store.Item, granted bool, now time.Time) *cached {
-	p := &cached{item: item, staleAt: k.staleAt(item), rereadAt: now.Add(k.pol.Reread)}
+	p := &cached{item: item, staleAt: k.staleAt(item), rereadAt: k.rereadAt(now)}
 	if granted {
 		if hold := now.Add(item.ExpiresAt.Sub(now) / 2); p.staleAt.Before(hold) {
 			p.staleAt = hold
 		}
 	}
 	return p
+}
+
+// rereadAt is when a copy loaded at now is next re-read from the store: at
+// the key's own phase of the Reread cycle (a hash of the key picks it), the
+// first such instant after now. A copy is thus re-read at most Reread after
+// it was loaded, and copies loaded together (a process starting with many
+// credentials) spread their re-reads over the whole cycle instead of all
+// coming due in the same instant, every Reread.
+func (k *Keeper) rereadAt(now time.Time) time.Time {
+	r := int64(k.pol.Reread)
+	if r <= 0 {
+		return now
+	}
+	off := now.UnixNano() % r
+	if off < 0 {
+		off += r
+	}
+	d := int64(hash64(k.key)%uint64(r)) - off
+	if d <= 0 {
+		d += r
+	}
+	return now.Add(time.Duration(d))
+}
+
+// hash64 is FNV-1a of s, without the allocation of hash/fnv's interface.
+func hash64(s string) uint64 {
+	const (
+		offset64 = 14695981039346656037
+		prime64  = 1099511628211
+	)
+	h := uint64(offset64)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= prime64
+	}
+	return h
 }
 
 // staleAt is item's refresh point: its expiry less the margin, moved later
@@ -517,13 +555,11 @@ func (k *Keeper) staleAt(item store.Item) time.Time {
 	if k.pol.Spread <= 0 || k.pol.Margin <= 0 {
 		return at
 	}
-	h := fnv.New64a()
-	h.Write([]byte(item.Value))
 	window := uint64(float64(k.pol.Margin) * k.pol.Spread)
 	if window == 0 {
 		return at
 	}
-	return at.Add(time.Duration(h.Sum64() % window))
+	return at.Add(time.Duration(hash64(item.Value) % window))
 }
 
 // hold republishes p's item so that it is served without a refresh until
