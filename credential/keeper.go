@@ -197,14 +197,9 @@ type Keeper struct {
 	cur atomic.Pointer[cached]
 	fl  atomic.Pointer[flight]
 
-	// What the limits of limits.go remember.
-	mu          sync.Mutex
-	leaseless   leaselessGrant // guarded by mu, held across the grant
-	rejMu       sync.Mutex
-	rejected    [rejectedMemory]string // values WeChat rejected lately, guarded by rejMu
-	rejNext     int
-	fatalMu     sync.Mutex
-	fatal       fatalError   // guarded by fatalMu
+	// What the limits of limits.go remember, made on first use: most
+	// Keepers never need it, and a process may hold thousands.
+	lim         atomic.Pointer[limitState]
 	forcedUntil atomic.Int64 // Unix ns: no forced refresh before, as last learned
 
 	closed atomic.Bool
@@ -624,25 +619,30 @@ const rejectedMemory = 4
 // the value it replaced, and a store that keeps the older-looking one would
 // hand a dead credential back at the next read.
 func (k *Keeper) noteRejected(value string) {
-	k.rejMu.Lock()
-	defer k.rejMu.Unlock()
-	for _, v := range k.rejected {
+	l := k.limits()
+	l.rejMu.Lock()
+	defer l.rejMu.Unlock()
+	for _, v := range l.rejected {
 		if v == value {
 			return
 		}
 	}
-	k.rejected[k.rejNext] = value
-	k.rejNext = (k.rejNext + 1) % rejectedMemory
+	l.rejected[l.rejNext] = value
+	l.rejNext = (l.rejNext + 1) % rejectedMemory
 }
 
 // forgetRejected drops value from the rejected ones: the grant endpoint
 // says it is current.
 func (k *Keeper) forgetRejected(value string) {
-	k.rejMu.Lock()
-	defer k.rejMu.Unlock()
-	for i, v := range k.rejected {
+	l := k.lim.Load()
+	if l == nil {
+		return
+	}
+	l.rejMu.Lock()
+	defer l.rejMu.Unlock()
+	for i, v := range l.rejected {
 		if v == value {
-			k.rejected[i] = ""
+			l.rejected[i] = ""
 		}
 	}
 }
@@ -654,9 +654,13 @@ func (k *Keeper) isRejected(value, rejected string) bool {
 
 // wasRejected reports whether WeChat rejected value lately.
 func (k *Keeper) wasRejected(value string) bool {
-	k.rejMu.Lock()
-	defer k.rejMu.Unlock()
-	for _, v := range k.rejected {
+	l := k.lim.Load()
+	if l == nil {
+		return false // nothing was ever rejected
+	}
+	l.rejMu.Lock()
+	defer l.rejMu.Unlock()
+	for _, v := range l.rejected {
 		if v != "" && v == value {
 			return true
 		}
