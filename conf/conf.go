@@ -164,6 +164,13 @@ func New(opts ...Option) (*Conf, error) {
 			return nil, err
 		}
 	}
+	for k, fn := range cfg.invalidate {
+		// Checked here for every kind: a ticket's Keeper is made on
+		// first use, too late for a configuration error.
+		if fn != nil && cfg.refresh[k] == nil {
+			return nil, fmt.Errorf("conf: WithInvalidateFunc(%s): Invalidate needs a refresh function for the same kind (WithRefreshFunc)", Kind(k))
+		}
+	}
 	if cfg.store == nil {
 		cfg.store = store.NewMemory()
 	}
