@@ -8,11 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/wechatconf/wechatconf/credential"
+	"github.com/wechatconf/wechatconf/internal/keeperset"
 	"github.com/wechatconf/wechatconf/store"
 )
 
@@ -24,10 +23,11 @@ type app struct {
 	id, secret string
 	c          *Conf
 	attrs      []slog.Attr // the log attributes of every Keeper of the app
-	keepers    [numKinds]atomic.Pointer[credential.Keeper]
-	mu         sync.Mutex // orders making a Keeper with close
-	closed     bool       // guarded by mu
+	keepers    keeperset.Set
 }
+
+// A keeperset.Set holds every kind.
+var _ [keeperset.Max - numKinds]struct{}
 
 // newApp builds the app of appID with its access token's Keeper.
 func (c *Conf) newApp(appID, secret string) (*app, error) {
@@ -45,26 +45,13 @@ func (c *Conf) newApp(appID, secret string) (*app, error) {
 // keeper returns the app's Keeper of kind, making it on first use. After
 // close it fails with ErrClosed.
 func (a *app) keeper(kind Kind) (*credential.Keeper, error) {
-	if k := a.keepers[kind].Load(); k != nil {
+	if k := a.keepers.Load(int(kind)); k != nil {
 		return k, nil
 	}
 	if a.id == "" {
 		return nil, fmt.Errorf("%w: %s needs an AppID (WithAppID)", ErrNeedParam, kind)
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if k := a.keepers[kind].Load(); k != nil {
-		return k, nil
-	}
-	if a.closed {
-		return nil, ErrClosed
-	}
-	k, err := a.newKeeper(kind)
-	if err != nil {
-		return nil, err
-	}
-	a.keepers[kind].Store(k)
-	return k, nil
+	return a.keepers.Get(int(kind), func() (*credential.Keeper, error) { return a.newKeeper(kind) })
 }
 
 // newKeeper makes the Keeper of kind. It starts nothing.
@@ -102,16 +89,7 @@ func (a *app) newKeeper(kind Kind) (*credential.Keeper, error) {
 
 // close closes the app's Keepers: their refreshes end and release their
 // leases. No Keeper is made after it.
-func (a *app) close() {
-	a.mu.Lock()
-	a.closed = true
-	a.mu.Unlock()
-	for i := range a.keepers {
-		if k := a.keepers[i].Load(); k != nil {
-			k.Close()
-		}
-	}
-}
+func (a *app) close() { a.keepers.Close() }
 
 // check is what a grant needs, as the seed's NeedParamError says.
 func (a *app) check(kind Kind) func() error {
@@ -215,7 +193,7 @@ func (c *Conf) grantToken(a *app) credential.GrantFunc {
 // call made once more.
 func (c *Conf) grantTicket(a *app, kind Kind) credential.GrantFunc {
 	return func(ctx context.Context, _ credential.Request) (credential.Grant, error) {
-		tok := a.keepers[AccessToken].Load() // made with the app
+		tok := a.keepers.Load(int(AccessToken)) // made with the app
 		start := c.now()
 		var resp *TicketResponse
 		err := credential.Do(ctx, tok, tok.Policy().Invalid, func(token string) error {
@@ -244,7 +222,7 @@ func (c *Conf) keeper(kind Kind) (*app, *credential.Keeper, error) {
 // A call that meets the Keeper of an app just switched away from goes on
 // with the new app's.
 func (c *Conf) get(ctx context.Context, kind Kind) (store.Item, error) {
-	if item, ok := c.app.Load().keepers[kind].Load().Fresh(); ok {
+	if item, ok := c.app.Load().keepers.Load(int(kind)).Fresh(); ok {
 		return *item, nil
 	}
 	return c.getSlow(ctx, kind)
