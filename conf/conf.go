@@ -206,6 +206,9 @@ func New(opts ...Option) (*Conf, error) {
 // store-call bound.
 func (c *Conf) seed() {
 	s := c.settings.Load()
+	if c.cfg.seeds == nil {
+		return
+	}
 	for k, item := range c.cfg.seeds {
 		if item.IsZero() || s.appID == "" {
 			continue
@@ -221,6 +224,7 @@ func (c *Conf) seed() {
 			}
 		}
 	}
+	c.cfg.seeds = nil // written; New runs before anyone else sees c
 }
 
 // now is the Conf's clock. Tests move it with testing/synctest.

@@ -59,7 +59,7 @@ type config struct {
 	refreshOnly             bool
 	refresh                 [numKinds]RefreshFunc
 	invalidate              [numKinds]InvalidateFunc
-	seeds                   [numKinds]store.Item
+	seeds                   *[numKinds]store.Item // nil without seeds: most Confs have none
 	busyRetries             int
 	busyBackoff             time.Duration
 	rotationGrace           time.Duration
@@ -374,6 +374,9 @@ func withSeed(k Kind, value string, expiresAt time.Time) Option {
 	return func(c *config) error {
 		if value == "" || expiresAt.IsZero() {
 			return fmt.Errorf("conf: seed %s: need both a value and an expiry", k)
+		}
+		if c.seeds == nil {
+			c.seeds = new([numKinds]store.Item)
 		}
 		c.seeds[k] = store.Item{Value: value, ExpiresAt: expiresAt}
 		return nil

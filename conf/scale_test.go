@@ -65,11 +65,11 @@ func TestTicketKeeperMadeOnFirstUseRacesSwitchAndClose(t *testing.T) {
 	})
 }
 
-// Heap held per app (issue #14: at most 2 KB per credential): 1 000 Confs
+// Heap held per app (issue #14: at most 2 KB per credential): 4 000 Confs
 // sharing a store and an http.Client, each with its access token loaded
 // from the store. Memory, not time: the live heap after a full collection.
 func TestHeapPerConfWithALoadedToken(t *testing.T) {
-	const n = 1000
+	const n = 4000
 	st := store.NewMemory()
 	fake := wechattest.New()
 	hc := &http.Client{Transport: wechattest.InProcess(fake)}

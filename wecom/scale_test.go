@@ -58,11 +58,11 @@ func TestTicketKeeperMadeOnFirstUseRacesClose(t *testing.T) {
 	})
 }
 
-// Heap held per app (issue #14: at most 2 KB per credential): 1 000 Apps
+// Heap held per app (issue #14: at most 2 KB per credential): 4 000 Apps
 // sharing a store and an http.Client, each with its access token loaded
 // from the store. Memory, not time: the live heap after a full collection.
 func TestHeapPerAppWithALoadedToken(t *testing.T) {
-	const n = 1000
+	const n = 4000
 	st := store.NewMemory()
 	hc := &http.Client{Transport: wechattest.InProcess(fakeWeCom())}
 	ctx := t.Context()
