@@ -11,67 +11,85 @@ import (
 	"time"
 
 	"github.com/wechatconf/wechatconf/credential"
+	"github.com/wechatconf/wechatconf/internal/keeperset"
 	"github.com/wechatconf/wechatconf/store"
 )
 
 // app is the set of Keepers of one AppID. SetAppIDAppSecret replaces it
-// whole; a Conf without an AppID has no Keepers.
+// whole; a Conf without an AppID has no Keepers. The access token's Keeper
+// is made with the app; a ticket's on its first use, since most apps never
+// ask for tickets and a process may hold thousands of apps.
 type app struct {
 	id, secret string
-	keepers    [numKinds]*credential.Keeper
+	c          *Conf
+	attrs      []slog.Attr // the log attributes of every Keeper of the app
+	keepers    keeperset.Set
 }
 
-// newApp builds the Keepers of appID.
+// A keeperset.Set holds every kind.
+var _ [keeperset.Max - numKinds]struct{}
+
+// newApp builds the app of appID with its access token's Keeper.
 func (c *Conf) newApp(appID, secret string) (*app, error) {
-	a := &app{id: appID, secret: secret}
+	a := &app{id: appID, secret: secret, c: c}
 	if appID == "" {
 		return a, nil
 	}
-	pol := c.policy()
-	for k := range a.keepers {
-		kind := Kind(k)
-		cfg := credential.Config{
-			Name:     kind.String(),
-			Key:      Key(appID, kind),
-			Store:    c.cfg.store,
-			Check:    a.check(kind),
-			Policy:   pol,
-			Observer: c.observer(kind),
-			Logger:   c.cfg.logger,
-			LogAttrs: []slog.Attr{slog.String("appid", appID)},
-		}
-		if fn := c.cfg.refresh[kind]; fn != nil {
-			cfg.Fetch = fn
-		}
-		if fn := c.cfg.invalidate[kind]; fn != nil {
-			cfg.Invalidate = fn
-		}
-		if !c.cfg.refreshOnly {
-			if kind == AccessToken {
-				cfg.Grant = c.grantToken(a)
-			} else {
-				cfg.Grant = c.grantTicket(a, kind)
-			}
-		}
-		kp, err := credential.New(cfg)
-		if err != nil {
-			a.close()
-			return nil, fmt.Errorf("conf: %w", err)
-		}
-		a.keepers[k] = kp
+	a.attrs = []slog.Attr{slog.String("appid", appID)}
+	if _, err := a.keeper(AccessToken); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
 
-// close closes the app's Keepers: their refreshes end and release their
-// leases.
-func (a *app) close() {
-	for _, k := range a.keepers {
-		if k != nil {
-			k.Close()
+// keeper returns the app's Keeper of kind, making it on first use. After
+// close it fails with ErrClosed.
+func (a *app) keeper(kind Kind) (*credential.Keeper, error) {
+	if k := a.keepers.Load(int(kind)); k != nil {
+		return k, nil
+	}
+	if a.id == "" {
+		return nil, fmt.Errorf("%w: %s needs an AppID (WithAppID)", ErrNeedParam, kind)
+	}
+	return a.keepers.Get(int(kind), func() (*credential.Keeper, error) { return a.newKeeper(kind) })
+}
+
+// newKeeper makes the Keeper of kind. It starts nothing.
+func (a *app) newKeeper(kind Kind) (*credential.Keeper, error) {
+	c := a.c
+	cfg := credential.Config{
+		Name:     kind.String(),
+		Key:      Key(a.id, kind),
+		Store:    c.cfg.store,
+		Check:    a.check(kind),
+		Policy:   c.policy(),
+		Observer: c.observer(kind),
+		Logger:   c.cfg.logger,
+		LogAttrs: a.attrs,
+	}
+	if fn := c.cfg.refresh[kind]; fn != nil {
+		cfg.Fetch = fn
+	}
+	if fn := c.cfg.invalidate[kind]; fn != nil {
+		cfg.Invalidate = fn
+	}
+	if !c.cfg.refreshOnly {
+		if kind == AccessToken {
+			cfg.Grant = c.grantToken(a)
+		} else {
+			cfg.Grant = c.grantTicket(a, kind)
 		}
 	}
+	k, err := credential.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("conf: %w", err)
+	}
+	return k, nil
 }
+
+// close closes the app's Keepers: their refreshes end and release their
+// leases. No Keeper is made after it.
+func (a *app) close() { a.keepers.Close() }
 
 // check is what a grant needs, as the seed's NeedParamError says.
 func (a *app) check(kind Kind) func() error {
@@ -175,7 +193,7 @@ func (c *Conf) grantToken(a *app) credential.GrantFunc {
 // call made once more.
 func (c *Conf) grantTicket(a *app, kind Kind) credential.GrantFunc {
 	return func(ctx context.Context, _ credential.Request) (credential.Grant, error) {
-		tok := a.keepers[AccessToken]
+		tok := a.keepers.Load(int(AccessToken)) // made with the app
 		start := c.now()
 		var resp *TicketResponse
 		err := credential.Do(ctx, tok, tok.Policy().Invalid, func(token string) error {
@@ -196,18 +214,15 @@ func (c *Conf) keeper(kind Kind) (*app, *credential.Keeper, error) {
 	if c.closed.Load() {
 		return a, nil, ErrClosed
 	}
-	k := a.keepers[kind]
-	if k == nil {
-		return a, nil, fmt.Errorf("%w: %s needs an AppID (WithAppID)", ErrNeedParam, kind)
-	}
-	return a, k, nil
+	k, err := a.keeper(kind)
+	return a, k, err
 }
 
 // get returns a valid credential of kind: the hot path of every getter.
 // A call that meets the Keeper of an app just switched away from goes on
 // with the new app's.
 func (c *Conf) get(ctx context.Context, kind Kind) (store.Item, error) {
-	if item, ok := c.app.Load().keepers[kind].Fresh(); ok {
+	if item, ok := c.app.Load().keepers.Load(int(kind)).Fresh(); ok {
 		return *item, nil
 	}
 	return c.getSlow(ctx, kind)
@@ -217,10 +232,10 @@ func (c *Conf) get(ctx context.Context, kind Kind) (store.Item, error) {
 func (c *Conf) getSlow(ctx context.Context, kind Kind) (store.Item, error) {
 	for {
 		a, k, err := c.keeper(kind)
-		if err != nil {
-			return store.Item{}, err
+		var item store.Item
+		if err == nil {
+			item, err = k.Get(ctx)
 		}
-		item, err := k.Get(ctx)
 		if err != nil && errors.Is(err, credential.ErrClosed) && !c.closed.Load() && c.app.Load() != a {
 			continue
 		}
@@ -232,10 +247,10 @@ func (c *Conf) getSlow(ctx context.Context, kind Kind) (store.Item, error) {
 func (c *Conf) invalidate(ctx context.Context, kind Kind, value string) (store.Item, error) {
 	for {
 		a, k, err := c.keeper(kind)
-		if err != nil {
-			return store.Item{}, err
+		var item store.Item
+		if err == nil {
+			item, err = k.Invalidate(ctx, value)
 		}
-		item, err := k.Invalidate(ctx, value)
 		if err != nil && errors.Is(err, credential.ErrClosed) && !c.closed.Load() && c.app.Load() != a {
 			continue
 		}

@@ -164,6 +164,13 @@ func New(opts ...Option) (*Conf, error) {
 			return nil, err
 		}
 	}
+	for k, fn := range cfg.invalidate {
+		// Checked here for every kind: a ticket's Keeper is made on
+		// first use, too late for a configuration error.
+		if fn != nil && cfg.refresh[k] == nil {
+			return nil, fmt.Errorf("conf: WithInvalidateFunc(%s): Invalidate needs a refresh function for the same kind (WithRefreshFunc)", Kind(k))
+		}
+	}
 	if cfg.store == nil {
 		cfg.store = store.NewMemory()
 	}
@@ -199,6 +206,9 @@ func New(opts ...Option) (*Conf, error) {
 // store-call bound.
 func (c *Conf) seed() {
 	s := c.settings.Load()
+	if c.cfg.seeds == nil {
+		return
+	}
 	for k, item := range c.cfg.seeds {
 		if item.IsZero() || s.appID == "" {
 			continue
@@ -214,6 +224,7 @@ func (c *Conf) seed() {
 			}
 		}
 	}
+	c.cfg.seeds = nil // written; New runs before anyone else sees c
 }
 
 // now is the Conf's clock. Tests move it with testing/synctest.

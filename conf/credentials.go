@@ -12,7 +12,7 @@ import (
 // granting or loading one if needed. When the local copy is fresh it costs
 // no lock, no allocation and no I/O.
 func (c *Conf) AccessToken(ctx context.Context) (string, error) {
-	if item, ok := c.app.Load().keepers[AccessToken].Fresh(); ok {
+	if item, ok := c.app.Load().keepers.Load(int(AccessToken)).Fresh(); ok {
 		return item.Value, nil
 	}
 	item, err := c.getSlow(ctx, AccessToken)

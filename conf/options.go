@@ -59,7 +59,7 @@ type config struct {
 	refreshOnly             bool
 	refresh                 [numKinds]RefreshFunc
 	invalidate              [numKinds]InvalidateFunc
-	seeds                   [numKinds]store.Item
+	seeds                   *[numKinds]store.Item // nil without seeds: most Confs have none
 	busyRetries             int
 	busyBackoff             time.Duration
 	rotationGrace           time.Duration
@@ -179,7 +179,9 @@ func WithMargin(d time.Duration) Option {
 // copy looks fresh. WeChat keeps the previous token valid about five minutes
 // after a new grant; a node must notice a grant made elsewhere (another
 // node, an operator, a forced refresh) within that window. The default is
-// DefaultReread (1 min).
+// DefaultReread (1 min). Each app's credentials are re-read at a phase of
+// their own within the interval, so that a process holding many apps reads
+// the store evenly (about apps/interval a second), not all at once.
 func WithReread(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
@@ -374,6 +376,9 @@ func withSeed(k Kind, value string, expiresAt time.Time) Option {
 	return func(c *config) error {
 		if value == "" || expiresAt.IsZero() {
 			return fmt.Errorf("conf: seed %s: need both a value and an expiry", k)
+		}
+		if c.seeds == nil {
+			c.seeds = new([numKinds]store.Item)
 		}
 		c.seeds[k] = store.Item{Value: value, ExpiresAt: expiresAt}
 		return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -63,7 +62,10 @@ type Policy struct {
 	// (DefaultMargin).
 	Margin time.Duration
 	// Reread: a fresh local copy is re-read from the store this often, to
-	// notice grants made elsewhere (DefaultReread).
+	// notice grants made elsewhere (DefaultReread). Each key is re-read at
+	// a phase of its own within the interval (a hash of the key), so that
+	// many credentials loaded together do not all re-read at once; the
+	// first re-read after a load may therefore come sooner.
 	Reread time.Duration
 	// LeaseTTL: how long the store's lease lasts, counted from Lock
 	// (DefaultLeaseTTL).
@@ -195,14 +197,9 @@ type Keeper struct {
 	cur atomic.Pointer[cached]
 	fl  atomic.Pointer[flight]
 
-	// What the limits of limits.go remember.
-	mu          sync.Mutex
-	leaseless   leaselessGrant // guarded by mu, held across the grant
-	rejMu       sync.Mutex
-	rejected    [rejectedMemory]string // values WeChat rejected lately, guarded by rejMu
-	rejNext     int
-	fatalMu     sync.Mutex
-	fatal       fatalError   // guarded by fatalMu
+	// What the limits of limits.go remember, made on first use: most
+	// Keepers never need it, and a process may hold thousands.
+	lim         atomic.Pointer[limitState]
 	forcedUntil atomic.Int64 // Unix ns: no forced refresh before, as last learned
 
 	closed atomic.Bool
@@ -500,13 +497,49 @@ func (k *Keeper) keep(item store.Item, granted bool) {
 
 // copyOf makes the local copy keep publishes, unarmed.
 func (k *Keeper) copyOf(item store.Item, granted bool, now time.Time) *cached {
-	p := &cached{item: item, staleAt: k.staleAt(item), rereadAt: now.Add(k.pol.Reread)}
+	p := &cached{item: item, staleAt: k.staleAt(item), rereadAt: k.rereadAt(now)}
 	if granted {
 		if hold := now.Add(item.ExpiresAt.Sub(now) / 2); p.staleAt.Before(hold) {
 			p.staleAt = hold
 		}
 	}
 	return p
+}
+
+// rereadAt is when a copy loaded at now is next re-read from the store: at
+// the key's own phase of the Reread cycle (a hash of the key picks it), the
+// first such instant after now. A copy is thus re-read at most Reread after
+// it was loaded, and copies loaded together (a process starting with many
+// credentials) spread their re-reads over the whole cycle instead of all
+// coming due in the same instant, every Reread.
+func (k *Keeper) rereadAt(now time.Time) time.Time {
+	r := int64(k.pol.Reread)
+	if r <= 0 {
+		return now
+	}
+	off := now.UnixNano() % r
+	if off < 0 {
+		off += r
+	}
+	d := int64(hash64(k.key)%uint64(r)) - off
+	if d <= 0 {
+		d += r
+	}
+	return now.Add(time.Duration(d))
+}
+
+// hash64 is FNV-1a of s, without the allocation of hash/fnv's interface.
+func hash64(s string) uint64 {
+	const (
+		offset64 = 14695981039346656037
+		prime64  = 1099511628211
+	)
+	h := uint64(offset64)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= prime64
+	}
+	return h
 }
 
 // staleAt is item's refresh point: its expiry less the margin, moved later
@@ -517,13 +550,11 @@ func (k *Keeper) staleAt(item store.Item) time.Time {
 	if k.pol.Spread <= 0 || k.pol.Margin <= 0 {
 		return at
 	}
-	h := fnv.New64a()
-	h.Write([]byte(item.Value))
 	window := uint64(float64(k.pol.Margin) * k.pol.Spread)
 	if window == 0 {
 		return at
 	}
-	return at.Add(time.Duration(h.Sum64() % window))
+	return at.Add(time.Duration(hash64(item.Value) % window))
 }
 
 // hold republishes p's item so that it is served without a refresh until
@@ -588,25 +619,30 @@ const rejectedMemory = 4
 // the value it replaced, and a store that keeps the older-looking one would
 // hand a dead credential back at the next read.
 func (k *Keeper) noteRejected(value string) {
-	k.rejMu.Lock()
-	defer k.rejMu.Unlock()
-	for _, v := range k.rejected {
+	l := k.limits()
+	l.rejMu.Lock()
+	defer l.rejMu.Unlock()
+	for _, v := range l.rejected {
 		if v == value {
 			return
 		}
 	}
-	k.rejected[k.rejNext] = value
-	k.rejNext = (k.rejNext + 1) % rejectedMemory
+	l.rejected[l.rejNext] = value
+	l.rejNext = (l.rejNext + 1) % rejectedMemory
 }
 
 // forgetRejected drops value from the rejected ones: the grant endpoint
 // says it is current.
 func (k *Keeper) forgetRejected(value string) {
-	k.rejMu.Lock()
-	defer k.rejMu.Unlock()
-	for i, v := range k.rejected {
+	l := k.lim.Load()
+	if l == nil {
+		return
+	}
+	l.rejMu.Lock()
+	defer l.rejMu.Unlock()
+	for i, v := range l.rejected {
 		if v == value {
-			k.rejected[i] = ""
+			l.rejected[i] = ""
 		}
 	}
 }
@@ -618,9 +654,13 @@ func (k *Keeper) isRejected(value, rejected string) bool {
 
 // wasRejected reports whether WeChat rejected value lately.
 func (k *Keeper) wasRejected(value string) bool {
-	k.rejMu.Lock()
-	defer k.rejMu.Unlock()
-	for _, v := range k.rejected {
+	l := k.lim.Load()
+	if l == nil {
+		return false // nothing was ever rejected
+	}
+	l.rejMu.Lock()
+	defer l.rejMu.Unlock()
+	for _, v := range l.rejected {
 		if v != "" && v == value {
 			return true
 		}

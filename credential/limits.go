@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/wechatconf/wechatconf/store"
@@ -33,6 +34,28 @@ import (
 // may be asked for again. Asking never invalidates anything; the bound
 // only keeps a broken account from being asked on every call.
 const leaselessRetry = 30 * time.Second
+
+// limitState is what the limits remember of one Keeper. It is made on
+// first use (Keeper.limits): a Keeper that never met a rejection, an
+// outage or a fatal error holds none.
+type limitState struct {
+	mu        sync.Mutex
+	leaseless leaselessGrant // guarded by mu, held across the grant
+	rejMu     sync.Mutex
+	rejected  [rejectedMemory]string // values WeChat rejected lately, guarded by rejMu
+	rejNext   int
+	fatalMu   sync.Mutex
+	fatal     fatalError // guarded by fatalMu
+}
+
+// limits returns the Keeper's limitState, making it if needed.
+func (k *Keeper) limits() *limitState {
+	if l := k.lim.Load(); l != nil {
+		return l
+	}
+	k.lim.CompareAndSwap(nil, new(limitState))
+	return k.lim.Load()
+}
 
 // leaselessGrant remembers this process's last grant without the lease.
 type leaselessGrant struct {
@@ -46,10 +69,11 @@ func (k *Keeper) grantLeaseless(ctx context.Context, rejected string, storeErr e
 	if err := k.canGrant(); err != nil {
 		return store.Item{}, nil, err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	l := k.limits()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	now := k.now()
-	if last := k.leaseless; !last.at.IsZero() {
+	if last := l.leaseless; !last.at.IsZero() {
 		next := last.staleAt
 		switch {
 		case last.value == "":
@@ -67,7 +91,7 @@ func (k *Keeper) grantLeaseless(ctx context.Context, rejected string, storeErr e
 	gctx, cancel := context.WithTimeout(ctx, k.pol.GrantTimeout)
 	defer cancel()
 	gr, err := k.callGrant(gctx, Request{Rejected: rejected, Leaseless: true})
-	k.leaseless = leaselessGrant{value: gr.Item.Value, at: now, staleAt: k.staleAt(gr.Item)}
+	l.leaseless = leaselessGrant{value: gr.Item.Value, at: now, staleAt: k.staleAt(gr.Item)}
 	if err != nil {
 		return store.Item{}, nil, fmt.Errorf("%w (granting without the store, which failed: %v)", err, storeErr)
 	}
@@ -90,10 +114,11 @@ func (k *Keeper) noteFatal(ctx context.Context, err error) {
 	if k.pol.Fatal == nil || !k.pol.Fatal(err) {
 		return
 	}
-	k.fatalMu.Lock()
-	first := k.fatal.err == nil
-	k.fatal = fatalError{err: err, at: k.now()}
-	k.fatalMu.Unlock()
+	l := k.limits()
+	l.fatalMu.Lock()
+	first := l.fatal.err == nil
+	l.fatal = fatalError{err: err, at: k.now()}
+	l.fatalMu.Unlock()
 	if first {
 		attrs := append([]slog.Attr{slog.String("credential", k.name), slog.String("err", err.Error())}, k.attrs...)
 		k.log.LogAttrs(ctx, slog.LevelError,
@@ -103,9 +128,13 @@ func (k *Keeper) noteFatal(ctx context.Context, err error) {
 
 // fatalBackoff returns the remembered fatal error while its backoff lasts.
 func (k *Keeper) fatalBackoff() error {
-	k.fatalMu.Lock()
-	defer k.fatalMu.Unlock()
-	if f := k.fatal; f.err != nil && k.now().Before(f.at.Add(FatalBackoff)) {
+	l := k.lim.Load()
+	if l == nil {
+		return nil // no fatal error yet
+	}
+	l.fatalMu.Lock()
+	defer l.fatalMu.Unlock()
+	if f := l.fatal; f.err != nil && k.now().Before(f.at.Add(FatalBackoff)) {
 		return fmt.Errorf("%w (not asking WeChat again until %s)", f.err, f.at.Add(FatalBackoff).UTC().Format(time.RFC3339))
 	}
 	return nil

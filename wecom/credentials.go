@@ -17,18 +17,22 @@ import (
 // AccessToken returns a valid access token of the app. When the local copy
 // is fresh it costs no lock, no allocation and no I/O.
 func (a *App) AccessToken(ctx context.Context) (string, error) {
-	if item, ok := a.keepers[AccessToken].Fresh(); ok {
+	k := a.keepers.Load(int(AccessToken)) // made by New
+	if item, ok := k.Fresh(); ok {
 		return item.Value, nil
 	}
-	item, err := a.keepers[AccessToken].Get(ctx)
+	item, err := k.Get(ctx)
 	return item.Value, err
 }
 
 // get is the hot path of every getter: the Keeper's fresh copy, inlined.
 func (a *App) get(ctx context.Context, kind Kind) (store.Item, error) {
-	k := a.keepers[kind]
-	if item, ok := k.Fresh(); ok {
+	if item, ok := a.keepers.Load(int(kind)).Fresh(); ok {
 		return *item, nil
+	}
+	k, err := a.keeper(kind)
+	if err != nil {
+		return store.Item{}, err
 	}
 	return k.Get(ctx)
 }
@@ -66,7 +70,11 @@ func (a *App) Invalidate(ctx context.Context, kind Kind, value string) (string, 
 	if !kind.valid() {
 		return "", fmt.Errorf("wecom: unknown kind %d", int(kind))
 	}
-	item, err := a.keepers[kind].Invalidate(ctx, value)
+	k, err := a.keeper(kind)
+	if err != nil {
+		return "", err
+	}
+	item, err := k.Invalidate(ctx, value)
 	return item.Value, err
 }
 
@@ -76,7 +84,27 @@ func (a *App) Source(kind Kind) credential.Source {
 	if !kind.valid() {
 		kind = AccessToken
 	}
-	return a.keepers[kind]
+	if kind == AccessToken {
+		return a.keepers.Load(int(AccessToken))
+	}
+	return source{a, kind}
+}
+
+// source is a ticket's credential.Source (and Invalidator): its Keeper is
+// made on the first call.
+type source struct {
+	a    *App
+	kind Kind
+}
+
+func (s source) Get(ctx context.Context) (store.Item, error) { return s.a.get(ctx, s.kind) }
+
+func (s source) Invalidate(ctx context.Context, rejected string) (store.Item, error) {
+	k, err := s.a.keeper(s.kind)
+	if err != nil {
+		return store.Item{}, err
+	}
+	return k.Invalidate(ctx, rejected)
 }
 
 // Do calls fn with a valid access token; if fn's error matches
@@ -84,7 +112,7 @@ func (a *App) Source(kind Kind) credential.Source {
 // secret) the token is replaced compare-then-refresh and fn called once
 // more.
 func (a *App) Do(ctx context.Context, fn func(token string) error) error {
-	return a.keepers[AccessToken].Do(ctx, fn)
+	return a.keepers.Load(int(AccessToken)).Do(ctx, fn)
 }
 
 // Transport returns an http.RoundTripper that adds the app's access token
@@ -94,7 +122,7 @@ func (a *App) Do(ctx context.Context, fn func(token string) error) error {
 func (a *App) Transport(base http.RoundTripper) http.RoundTripper {
 	hosts := wxapi.Hosts(a.cfg.bases)
 	t, err := credential.NewTransport(credential.TransportConfig{
-		Source:  a.keepers[AccessToken],
+		Source:  a.keepers.Load(int(AccessToken)),
 		Param:   "access_token",
 		Hosts:   hosts,
 		Invalid: func(code int) bool { return wxapi.InvalidCode(wxapi.WeCom, code) },

@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/wechatconf/wechatconf/credential"
+	"github.com/wechatconf/wechatconf/internal/keeperset"
 	"github.com/wechatconf/wechatconf/internal/secret"
 	"github.com/wechatconf/wechatconf/internal/wxapi"
 	"github.com/wechatconf/wechatconf/store"
@@ -251,8 +252,12 @@ type App struct {
 	id      string // the app's part of its keys
 	cfg     config
 	api     wxapi.Client
-	keepers [numKinds]*credential.Keeper
 	crypto  *wxcrypto.Crypto
+	attrs   []slog.Attr // the log attributes of every Keeper of the app
+	// The access token's Keeper is made by New, a ticket's on its first
+	// use: most apps never ask for tickets, and a process may hold
+	// thousands.
+	keepers keeperset.Set
 }
 
 // New returns an App for the secret of corpID. The secret may be empty on
@@ -294,36 +299,58 @@ func New(corpID, secret string, opts ...Option) (*App, error) {
 		}
 		a.crypto = c
 	}
-	pol := cfg.policy
-	pol.Invalid = func(err error) bool { return errors.Is(err, ErrTokenInvalid) }
-	pol.Fatal = func(err error) bool { return errors.Is(err, ErrConfig) || errors.Is(err, ErrQuota) }
-	for k := range a.keepers {
-		kind := Kind(k)
-		kc := credential.Config{
-			Name: kind.String(), Key: a.Key(kind), Store: cfg.store, Policy: pol,
-			Observer: cfg.observer, Logger: cfg.logger,
-			LogAttrs: []slog.Attr{slog.String("corpid", corpID), slog.String("app", a.id)},
+	for k, r := range cfg.refresh {
+		// Checked here for every kind: a ticket's Keeper is made on
+		// first use, too late for a configuration error.
+		if r.invalidate != nil && r.fetch == nil {
+			return nil, fmt.Errorf("wecom: WithInvalidateFunc(%s): Invalidate needs a refresh function for the same kind (WithRefreshFunc)", Kind(k))
 		}
-		cfg.refresh[k].apply(&kc)
-		if !cfg.refreshOnly {
-			kc.Check = a.check(kind)
-			switch kind {
-			case AccessToken:
-				kc.Grant = a.grantToken
-			case JSAPITicket:
-				kc.Grant = a.grantTicket(pathJSAPITicket, nil)
-			case AgentTicket:
-				kc.Grant = a.grantTicket(pathAgentTicket, url.Values{"type": {"agent_config"}})
-			}
-		}
-		kp, err := credential.New(kc)
-		if err != nil {
-			a.Close()
-			return nil, fmt.Errorf("wecom: %w", err)
-		}
-		a.keepers[k] = kp
+	}
+	a.attrs = []slog.Attr{slog.String("corpid", corpID), slog.String("app", a.id)}
+	if _, err := a.keeper(AccessToken); err != nil {
+		return nil, err
 	}
 	return a, nil
+}
+
+// A keeperset.Set holds every kind.
+var _ [keeperset.Max - numKinds]struct{}
+
+// keeper returns the app's Keeper of kind, making it on first use. After
+// Close it fails with ErrClosed.
+func (a *App) keeper(kind Kind) (*credential.Keeper, error) {
+	if k := a.keepers.Load(int(kind)); k != nil {
+		return k, nil
+	}
+	return a.keepers.Get(int(kind), func() (*credential.Keeper, error) { return a.newKeeper(kind) })
+}
+
+// newKeeper makes the Keeper of kind. It starts nothing.
+func (a *App) newKeeper(kind Kind) (*credential.Keeper, error) {
+	pol := a.cfg.policy
+	pol.Invalid = func(err error) bool { return errors.Is(err, ErrTokenInvalid) }
+	pol.Fatal = func(err error) bool { return errors.Is(err, ErrConfig) || errors.Is(err, ErrQuota) }
+	kc := credential.Config{
+		Name: kind.String(), Key: a.Key(kind), Store: a.cfg.store, Policy: pol,
+		Observer: a.cfg.observer, Logger: a.cfg.logger, LogAttrs: a.attrs,
+	}
+	a.cfg.refresh[kind].apply(&kc)
+	if !a.cfg.refreshOnly {
+		kc.Check = a.check(kind)
+		switch kind {
+		case AccessToken:
+			kc.Grant = a.grantToken
+		case JSAPITicket:
+			kc.Grant = a.grantTicket(pathJSAPITicket, nil)
+		case AgentTicket:
+			kc.Grant = a.grantTicket(pathAgentTicket, url.Values{"type": {"agent_config"}})
+		}
+	}
+	k, err := credential.New(kc)
+	if err != nil {
+		return nil, fmt.Errorf("wecom: %w", err)
+	}
+	return k, nil
 }
 
 // ValidateCorpID refuses what no CorpID is, so that every backend's key
@@ -462,7 +489,7 @@ func (a *App) configErr(err error) error {
 // rejects (40014, 42001) is replaced compare-then-refresh first.
 func (a *App) grantTicket(path string, extra url.Values) credential.GrantFunc {
 	return func(ctx context.Context, _ credential.Request) (credential.Grant, error) {
-		tok := a.keepers[AccessToken]
+		tok := a.keepers.Load(int(AccessToken)) // made by New
 		start := time.Now()
 		var r TicketResponse
 		err := tok.Do(ctx, func(token string) error {
@@ -485,10 +512,6 @@ func (a *App) grantTicket(path string, extra url.Values) credential.GrantFunc {
 // Close ends every wait and waits for the refreshes in flight (their leases
 // released). It does not close the store. Close is idempotent.
 func (a *App) Close() error {
-	for _, k := range a.keepers {
-		if k != nil {
-			k.Close()
-		}
-	}
+	a.keepers.Close()
 	return nil
 }
