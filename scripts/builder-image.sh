@@ -28,7 +28,7 @@ docker info >/dev/null 2>&1 || die "the Docker engine does not answer; run scrip
 [ -r "$CA_BUNDLE" ] || die "no CA bundle at $CA_BUNDLE (apt-get install ca-certificates, or set CA_BUNDLE)"
 
 goroot=$(go env GOROOT)
-[ -x "$goroot/bin/go" ] && [ -r "$goroot/VERSION" ] || die "GOROOT $goroot has no bin/go or VERSION"
+{ [ -x "$goroot/bin/go" ] && [ -r "$goroot/VERSION" ]; } || die "GOROOT $goroot has no bin/go or VERSION"
 self=$(readlink -f "${BASH_SOURCE[0]}")
 hash=$(cat "$self" "$goroot/bin/go" "$goroot/VERSION" "$CA_BUNDLE" | sha256sum | cut -c1-12)
 IMAGE=$REPO:$hash
