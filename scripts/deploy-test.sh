@@ -90,7 +90,7 @@ container_test() {
 
 	local goproxy args t
 	goproxy=$(go env GOPROXY 2>/dev/null || echo https://proxy.golang.org,direct)
-	args=(--network="$DEPLOY_BUILD_NETWORK" --build-arg BUILDER_IMAGE="$builder" --build-arg GOPROXY="$goproxy"
+	args=(--force-rm --network="$DEPLOY_BUILD_NETWORK" --build-arg BUILDER_IMAGE="$builder" --build-arg GOPROXY="$goproxy"
 		-f "$ctx/deploy/container/Dockerfile")
 	local deps_repo=wechatconf/build-deps
 	local deps
