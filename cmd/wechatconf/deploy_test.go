@@ -30,7 +30,7 @@ const (
 var deployPendingFlags = map[string]bool{"config": true}
 
 func TestDeploySystemdUnit(t *testing.T) {
-	unit := readUnit(t, deployUnit)
+	unit := deployReadUnit(t, deployUnit)
 	svc := unit["Service"]
 	exec := svc["ExecStart"]
 	if len(exec) != 1 {
@@ -40,7 +40,7 @@ func TestDeploySystemdUnit(t *testing.T) {
 	if len(args) < 2 || args[0] != "/usr/local/bin/wechatconf" || args[1] != "serve" {
 		t.Fatalf("%s: ExecStart=%s, want /usr/local/bin/wechatconf serve ...", deployUnit, exec[0])
 	}
-	checkServeArgs(t, deployUnit+" ExecStart", args[2:])
+	deployCheckServeArgs(t, deployUnit+" ExecStart", args[2:])
 
 	// The hardening the issue asks for: each line must stay.
 	want := map[string]string{
@@ -55,7 +55,7 @@ func TestDeploySystemdUnit(t *testing.T) {
 		"ExecReload":              "/bin/kill -HUP $MAINPID",
 	}
 	for k, v := range want {
-		if !contains(svc[k], v) {
+		if !deployContains(svc[k], v) {
 			t.Errorf("%s: [Service] lacks %s=%s (has %q)", deployUnit, k, v, svc[k])
 		}
 	}
@@ -67,37 +67,37 @@ func TestDeploySystemdUnit(t *testing.T) {
 			t.Errorf("%s: LoadCredential=%s, want NAME:/absolute/path", deployUnit, c)
 		}
 	}
-	if !contains(unit["Install"]["WantedBy"], "multi-user.target") {
+	if !deployContains(unit["Install"]["WantedBy"], "multi-user.target") {
 		t.Errorf("%s: not WantedBy=multi-user.target", deployUnit)
 	}
 }
 
 func TestDeployDockerfile(t *testing.T) {
-	final := finalStage(t, deployDockerfile)
+	final := deployFinalStage(t, deployDockerfile)
 	if from := final["FROM"]; len(from) != 1 || strings.Fields(from[0])[0] != "scratch" {
 		t.Errorf("%s: final stage FROM %q, want scratch", deployDockerfile, from)
 	}
-	user := last(final["USER"])
+	user := deployLast(final["USER"])
 	uid, _, _ := strings.Cut(user, ":")
 	if n, err := strconv.Atoi(uid); err != nil || n == 0 {
 		t.Errorf("%s: final stage USER %q, want a numeric non-root user", deployDockerfile, user)
 	}
-	if !contains(final["COPY"], "--from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt") {
+	if !deployContains(final["COPY"], "--from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt") {
 		t.Errorf("%s: the final stage does not copy the CA certificates (the binary calls https://api.weixin.qq.com)", deployDockerfile)
 	}
 	var entry, cmd []string
-	if err := json.Unmarshal([]byte(last(final["ENTRYPOINT"])), &entry); err != nil || len(entry) != 1 || entry[0] != "/usr/local/bin/wechatconf" {
-		t.Errorf("%s: ENTRYPOINT %q, want [\"/usr/local/bin/wechatconf\"] (exec form: there is no shell)", deployDockerfile, last(final["ENTRYPOINT"]))
+	if err := json.Unmarshal([]byte(deployLast(final["ENTRYPOINT"])), &entry); err != nil || len(entry) != 1 || entry[0] != "/usr/local/bin/wechatconf" {
+		t.Errorf("%s: ENTRYPOINT %q, want [\"/usr/local/bin/wechatconf\"] (exec form: there is no shell)", deployDockerfile, deployLast(final["ENTRYPOINT"]))
 	}
-	if err := json.Unmarshal([]byte(last(final["CMD"])), &cmd); err != nil || len(cmd) == 0 || cmd[0] != "serve" {
-		t.Fatalf("%s: CMD %q, want an exec-form [\"serve\", ...]", deployDockerfile, last(final["CMD"]))
+	if err := json.Unmarshal([]byte(deployLast(final["CMD"])), &cmd); err != nil || len(cmd) == 0 || cmd[0] != "serve" {
+		t.Fatalf("%s: CMD %q, want an exec-form [\"serve\", ...]", deployDockerfile, deployLast(final["CMD"]))
 	}
-	checkServeArgs(t, deployDockerfile+" CMD", cmd[1:])
+	deployCheckServeArgs(t, deployDockerfile+" CMD", cmd[1:])
 }
 
-// checkServeArgs checks that args parse as serve's flags, allowing the
+// deployCheckServeArgs checks that args parse as serve's flags, allowing the
 // pending ones (taken to have a value).
-func checkServeArgs(t *testing.T, where string, args []string) {
+func deployCheckServeArgs(t *testing.T, where string, args []string) {
 	t.Helper()
 	var serve *command
 	for _, c := range commands {
@@ -147,9 +147,9 @@ func checkServeArgs(t *testing.T, where string, args []string) {
 	}
 }
 
-// readUnit reads a systemd unit file: section -> key -> values in order
+// deployReadUnit reads a systemd unit file: section -> key -> values in order
 // (continuation lines joined, comments dropped).
-func readUnit(t *testing.T, path string) map[string]map[string][]string {
+func deployReadUnit(t *testing.T, path string) map[string]map[string][]string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -189,9 +189,9 @@ func readUnit(t *testing.T, path string) map[string]map[string][]string {
 	return out
 }
 
-// finalStage reads a Dockerfile's last stage: instruction -> arguments in
+// deployFinalStage reads a Dockerfile's last stage: instruction -> arguments in
 // order (continuation lines joined, comments dropped).
-func finalStage(t *testing.T, path string) map[string][]string {
+func deployFinalStage(t *testing.T, path string) map[string][]string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -219,7 +219,7 @@ func finalStage(t *testing.T, path string) map[string][]string {
 	return stage
 }
 
-func contains(list []string, s string) bool {
+func deployContains(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {
 			return true
@@ -228,7 +228,7 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func last(list []string) string {
+func deployLast(list []string) string {
 	if len(list) == 0 {
 		return ""
 	}
