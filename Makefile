@@ -2,11 +2,13 @@
 #
 #   make test         everything, with -race, on a fresh Debian machine:
 #                     deps -> unit (Docker and image prepared meanwhile)
-#                     -> integration -> modules
+#                     -> integration -> deploy -> modules
 #   make unit         root module: go vet, unit tests (real servers from the
 #                     machine's redis-server, memcached, postgresql-15)
 #   make integration  integration/ against servers in Docker containers
 #                     (starts the engine and builds the local image if needed)
+#   make deploy       build and run the container image, verify the systemd
+#                     unit (scripts/deploy-test.sh; skipped without Docker)
 #   make modules      the other test-only modules (wxcrypto/interop, ...)
 #   make images       build the registry-free server image (scripts/images.sh)
 #   make docker       start a Docker engine if none answers
@@ -62,7 +64,7 @@ endif
 MODULES = $(sort $(patsubst ./%/go.mod,%,$(shell find . -mindepth 2 -name go.mod \
 	-not -path './.git/*' -not -path './integration/*' -not -path '*/testdata/*')))
 
-.PHONY: test unit integration modules images docker deps bench clean-containers
+.PHONY: test unit integration deploy modules images docker deps bench clean-containers
 
 # The Docker engine and the image build wait on the network and the disk more
 # than on the CPU: they run in the background while the unit tests compile
@@ -81,6 +83,9 @@ test: deps
 	else
 		$(SUBMAKE) integration || failed+=(integration)
 	fi
+	# Needs the engine only, not the server image: it runs (or, without
+	# Docker and outside CI, says it skips) whatever the preparation did.
+	$(SUBMAKE) deploy || failed+=(deploy)
 	$(SUBMAKE) modules || failed+=(modules)
 	if [ $${#failed[@]} -gt 0 ]; then
 		echo "== make test: FAILED: $${failed[*]} ($$((SECONDS - start))s)"
@@ -122,6 +127,13 @@ integration: docker
 	$(GO) test -json $(TESTFLAGS) -parallel 4 $(BENCHFLAGS) ./... | "$$filter" -allow '$(SKIP_ALLOWED)' || status=1
 	echo "== integration: done in $$((SECONDS - start))s"
 	exit $$status
+
+# The container image and the systemd unit (issue #14). A Docker engine that
+# cannot be started is the script's to judge: a skip, or with CI=true a
+# failure.
+deploy:
+	@scripts/docker-up.sh || echo "== deploy: no Docker engine could be started (see the docker-up: lines above)"
+	scripts/deploy-test.sh
 
 modules:
 	@start=$$SECONDS
