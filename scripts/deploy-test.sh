@@ -7,9 +7,10 @@
 #    check it runs as a numeric non-root user, is small and has no shell, then
 #    run it with a read-only root file system, no capabilities,
 #    no-new-privileges and the server key mounted read-only as a file, and
-#    query it: /healthz, /v1/access_token with and without the key. The run
-#    uses what serve has today (--dev: an in-process fake WeChat, --store
-#    memory:); the image's default CMD is the --config form of issue #14.
+#    query it: /healthz, /v1/access_token with and without the key (--dev:
+#    an in-process fake WeChat, --store memory:). Then the image as deployed,
+#    serve --config with the file and the secrets mounted read-only, and its
+#    reload on SIGHUP (config_container_test below).
 # 2. The systemd unit (deploy/systemd/wechatconf.service): systemd-analyze
 #    verify on a copy whose ExecStart is the binary taken out of the image
 #    (verify wants an executable there), and the unit's exposure score
@@ -48,8 +49,10 @@ image=wechatconf/wechatconf:deploy-test-$$
 containers=()
 skipped=()
 built=
+fakepid=
 cleanup() {
 	local c
+	[ -z "$fakepid" ] || kill "$fakepid" 2>/dev/null || true
 	for c in "${containers[@]}"; do docker rm -f "$c" >/dev/null 2>&1 || true; done
 	if [ -n "$built" ]; then
 		docker image rm "$image" >/dev/null 2>&1 || true
@@ -203,6 +206,111 @@ container_test() {
 	docker cp "$tmp:/usr/local/bin/wechatconf" "$work/wechatconf" >/dev/null
 }
 
+# ---- the image with a configuration file, and its reload ---------------------
+# The image as deployed: serve --config with the file and the secrets mounted
+# read-only, the root file system read-only. WeChat is the fake of a
+# `wechatconf serve --dev` on this host (the binary taken out of the image),
+# which the container reaches on the host's network; the container listens on
+# a free loopback port instead of the CMD's 0.0.0.0:8080 (TestDeployDockerfile
+# holds the CMD itself to serve's flags). SIGHUP (docker kill -s HUP) reloads
+# the file: a key added works, a broken file is refused and the running set
+# kept.
+config_container_test() {
+	if [ ! -x "$work/wechatconf" ]; then
+		return 0 # container_test skipped
+	fi
+	local fakelog=$work/fake.log fake appid secret i
+	"$work/wechatconf" serve --dev --store memory: --listen 127.0.0.1:0 2>"$fakelog" &
+	fakepid=$!
+	for ((i = 0; i < 100; i++)); do
+		fake=$(sed -n 's/.*fake WeChat API at \(http:\/\/127\.0\.0\.1:[0-9]*\) (AppID \([a-z0-9]*\)).*/\1 \2/p' "$fakelog")
+		[ -n "$fake" ] && break
+		sleep 0.1
+	done
+	[ -n "$fake" ] || { cat "$fakelog" >&2; die "the host's --dev fake WeChat did not start"; }
+	appid=${fake#* }
+	fake=${fake% *}
+	secret=$(sed -n 's/^[[:space:]]*DefaultAppSecret *= *"\([^"]*\)".*/\1/p' wechattest/wechattest.go)
+	[ -n "$secret" ] || die "no DefaultAppSecret in wechattest/wechattest.go"
+
+	local cfg=$work/etc secrets=$work/config-secrets key1 key2 port
+	mkdir -m 755 "$cfg"
+	mkdir -m 700 "$secrets"
+	printf '%s\n' "$secret" >"$secrets/shop.secret"
+	key1=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+	key2=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+	printf '%s\n' "$key1" >"$secrets/ops.key"
+	chmod 600 "$secrets"/*
+	local runuser=65532:65532
+	if [ "$(id -u)" -eq 0 ]; then
+		chown -R 65532:65532 "$secrets"
+	else
+		runuser=$(id -u):$(id -g)
+	fi
+	write_config() { # write_config EXTRA-KEYS: the file the container reads
+		cat >"$cfg/wechatconf.json.new" <<-JSON
+		{
+		  "store": "memory:",
+		  "api_base": ["$fake"],
+		  "apps": [{"id": "shop", "kind": "official_account", "appid": "$appid", "secret_file": "/run/secrets/shop.secret"}],
+		  "keys": [{"name": "ops", "file": "/run/secrets/ops.key", "apps": ["*"]}$1]
+		}
+		JSON
+		chmod 644 "$cfg/wechatconf.json.new"
+		mv "$cfg/wechatconf.json.new" "$cfg/wechatconf.json" # atomic: a reload never sees half a file
+	}
+	write_config ""
+	local cid
+	cid=$(docker run -d --network host --read-only --user "$runuser" --cap-drop=ALL --security-opt no-new-privileges \
+		-v "$cfg:/etc/wechatconf:ro" -v "$secrets:/run/secrets:ro" "$image" \
+		serve --config /etc/wechatconf/wechatconf.json --listen 127.0.0.1:0)
+	containers+=("$cid")
+	for ((i = 0; i < 100; i++)); do
+		port=$(docker logs "$cid" 2>&1 | sed -n 's/.*msg="wechatconf: serving" addr=127\.0\.0\.1:\([0-9]*\).*/\1/p')
+		[ -n "$port" ] && break
+		[ "$(docker inspect --format '{{.State.Running}}' "$cid")" = true ] ||
+			{ docker logs "$cid" >&2; die "the --config container exited"; }
+		sleep 0.1
+	done
+	[ -n "$port" ] || { docker logs "$cid" >&2; die "the --config container did not say where it listens"; }
+	local base=http://127.0.0.1:$port
+	status_of() { curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" "$base$2"; }
+	[ "$(status_of "$key1" /v1/apps/shop/access_token)" = 200 ] || { docker logs "$cid" >&2; die "--config: /v1/apps/shop/access_token with the key: not 200"; }
+	[ "$(status_of "$key1" /v1/access_token)" = 200 ] || die "--config: the single-app route of a one-app file: not 200"
+	[ "$(status_of "$key2" /v1/apps/shop/access_token)" = 401 ] || die "--config: a key not yet configured: not 401"
+	log "--config in the image (read-only, secrets and the file mounted read-only): /v1/apps/shop/access_token 200 with the key, 401 with another"
+
+	hup_until() { # hup_until PATTERN: SIGHUP, then wait for PATTERN in the log
+		docker kill -s HUP "$cid" >/dev/null
+		for ((i = 0; i < 100; i++)); do
+			docker logs "$cid" 2>&1 | grep -q "$1" && return 0
+			sleep 0.1
+		done
+		docker logs "$cid" >&2
+		die "after SIGHUP: no \"$1\" in the log"
+	}
+	write_config ", {\"name\": \"new\", \"sha256\": \"$(printf '%s' "$key2" | sha256sum | cut -d' ' -f1)\", \"apps\": [\"shop\"]}"
+	hup_until 'configuration reloaded'
+	[ "$(status_of "$key2" /v1/apps/shop/access_token)" = 200 ] || die "after the reload: the key added: not 200"
+	log "SIGHUP: the file reloaded, the key added answers 200"
+	printf '{"apps": [' >"$cfg/wechatconf.json"
+	hup_until 'configuration NOT reloaded'
+	[ "$(status_of "$key2" /v1/apps/shop/access_token)" = 200 ] || die "after a refused reload: not 200"
+	[ "$(docker inspect --format '{{.State.Running}}' "$cid")" = true ] || die "a refused reload stopped the server"
+	log "SIGHUP with a broken file: refused, the running apps and keys kept"
+	docker stop -t 15 "$cid" >/dev/null
+	[ "$(docker inspect --format '{{.State.ExitCode}}' "$cid")" = 0 ] || { docker logs "$cid" >&2; die "--config: docker stop: not exit 0"; }
+	local logs
+	logs=$(docker logs "$cid" 2>&1)
+	for s in "$key1" "$key2" "$secret"; do
+		if grep -qF -- "$s" <<<"$logs"; then die "--config: a key or the secret appears in the container's log"; fi
+	done
+	log "--config: docker stop: graceful, exit 0; no key or secret in the log"
+	kill "$fakepid" 2>/dev/null || true
+	wait "$fakepid" 2>/dev/null || true
+	fakepid=
+}
+
 # ---- the systemd unit -------------------------------------------------------
 systemd_test() {
 	local unit=deploy/systemd/wechatconf.service
@@ -354,6 +462,18 @@ systemd_boot_test() {
 	[ "$(awk '/^Seccomp:/ {print $2}' <<<"$status")" = 2 ] || die "under systemd: no seccomp filter"
 	[ "$(awk '/^CapEff:/ {print $2}' <<<"$status")" = 0000000000000000 ] || die "under systemd: serve holds capabilities"
 	log "under systemd: uid $(awk '/^Uid:/ {print $2}' <<<"$status") (dynamic), no capabilities, no new privileges, seccomp filter: ok"
+	# systemctl reload (ExecReload: SIGHUP) must not stop a server: this
+	# one runs from flags and says it has nothing to reload.
+	sdx systemctl reload wechatconf || die "under systemd: systemctl reload failed"
+	for ((i = 0; i < 100; i++)); do
+		sdx journalctl -u wechatconf -o cat --no-pager | grep -q 'SIGHUP: nothing to reload' && break
+		sleep 0.1
+	done
+	[ "$(sdx systemctl is-active wechatconf)" = active ] || die "under systemd: systemctl reload stopped the service"
+	[ "$(sdx systemctl show -p MainPID --value wechatconf)" = "$pid" ] || die "under systemd: systemctl reload restarted the service"
+	code=$(sdx curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" http://127.0.0.1:8080/v1/access_token)
+	[ "$code" = 200 ] || die "under systemd: after systemctl reload: HTTP $code, want 200"
+	log "under systemd: systemctl reload: the same process serves on (nothing to reload without --config)"
 	sdx systemctl stop wechatconf
 	if [ "$(sdx systemctl show -p Result --value wechatconf)" != success ] ||
 		[ "$(sdx systemctl show -p ExecMainStatus --value wechatconf)" != 0 ]; then
@@ -361,10 +481,11 @@ systemd_boot_test() {
 		die "under systemd: the stop was not clean"
 	fi
 	log "under systemd: systemctl stop: clean, exit 0"
-	log "note: not started under systemd: LoadCredential (unusable in this container) and reload (serve handles SIGHUP with --config, issue #14)"
+	log "note: not started under systemd: LoadCredential (unusable in this container); the --config reload is tested in the container (config_container_test)"
 }
 
 container_test
+config_container_test
 systemd_test
 systemd_boot_test
 if [ ${#skipped[@]} -gt 0 ]; then
