@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 	"github.com/wechatconf/wechatconf/conf"
 	"github.com/wechatconf/wechatconf/tokenclient"
 	"github.com/wechatconf/wechatconf/wechattest"
+	"github.com/wechatconf/wechatconf/wecom"
 )
 
 // Eight business nodes fed by serve (its first URL a closed port): one
@@ -155,4 +158,91 @@ func callbackIP(ctx context.Context, base, tok string) error {
 		return &conf.APIError{Endpoint: wechattest.PathCallbackIP, Code: body.ErrCode, Msg: body.ErrMsg}
 	}
 	return nil
+}
+
+// A WeCom business node with no secret, fed by a serve --config holding the
+// WeCom app beside an Official Account: the node's token, corp ticket and
+// agent ticket are the server's, wx.agentConfig signs with the server's
+// agent ticket, and a revocation the node reports is replaced at the server
+// (compare-then-refresh through /v1/apps/hr/invalidate).
+func TestE2ETokenClientWeCom(t *testing.T) {
+	oa := newFake(t, wechattest.WithApp(appShop, cfgSecretA))
+	wc := newWeComFake(t)
+	dir := configDir(t, map[string]string{"shop.secret": cfgSecretA, "hr.secret": wechattest.DefaultAgentSecret})
+	cfg := writeFile(t, "wechatconf.json", fmt.Sprintf(`{
+  "store": %q, "api_base": [%q],
+  "apps": [
+    {"id": "shop", "kind": "official_account", "appid": %q, "secret_file": %q},
+    {"id": "hr", "kind": "wecom", "corpid": %q, "agentid": %d, "secret_file": %q, "api_base": [%q]}
+  ],
+  "keys": [{"name": "portal", "sha256": %q, "apps": ["hr"]}]
+}`, "bolt:"+filepath.Join(t.TempDir(), "serve.db"), oa.URL(), appShop, filepath.Join(dir, "shop.secret"),
+		wechattest.DefaultCorpID, wechattest.DefaultAgentID, filepath.Join(dir, "hr.secret"), wc.URL(), hexSum(cfgKeyA)))
+	p := startServe(t, "--config", cfg)
+
+	ctx, cancel := context.WithTimeout(context.Background(), hangBound)
+	defer cancel()
+	tc, err := tokenclient.New(tokenclient.Config{URLs: []string{"http://" + p.addr}, Key: cfgKeyA, App: "hr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := wecom.New(wechattest.DefaultCorpID, "", append(tc.WeComOptions(),
+		wecom.WithAgentID(wechattest.DefaultAgentID), wecom.WithBaseURLs(wc.URL()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	tok, err := node.AccessToken(ctx)
+	if err != nil || !wc.Valid(tok) {
+		t.Fatalf("the node's token: %v (valid %v)", err, wc.Valid(tok))
+	}
+	corp, err := node.JSAPITicket(ctx)
+	if err != nil || !wc.ValidTicket(corp) {
+		t.Fatalf("the corp ticket: %v", err)
+	}
+	agentCfg, err := node.AgentConfig(ctx, "https://hr.example.com/page")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, _ := node.AgentTicket(ctx)
+	if kind, id, ok := wc.TicketOf(agent); !ok || kind == "" || id != wechattest.DefaultAgentID {
+		t.Fatalf("the agent ticket is not the app's: %q %d %v", kind, id, ok)
+	}
+	// Signed with the server's agent ticket (WeCom's SHA-1 of the sorted
+	// query, computed here independently).
+	want := sha1.Sum([]byte(fmt.Sprintf("jsapi_ticket=%s&noncestr=%s&timestamp=%d&url=%s",
+		agent, agentCfg.NonceStr, agentCfg.Timestamp, "https://hr.example.com/page")))
+	if agentCfg.Signature != hex.EncodeToString(want[:]) || agentCfg.CorpID != wechattest.DefaultCorpID {
+		t.Errorf("agentConfig %+v is not signed with the server's agent ticket", agentCfg)
+	}
+	// The server's own answer is what the node holds.
+	req, _ := http.NewRequest("GET", "http://"+p.addr+"/v1/apps/hr/access_token", nil)
+	req.Header.Set("Authorization", "Bearer "+cfgKeyA)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served credentialResponse
+	json.NewDecoder(resp.Body).Decode(&served)
+	resp.Body.Close()
+	if served.AccessToken != tok {
+		t.Error("the node's token is not the server's")
+	}
+	before := wc.Stats()
+	wc.Revoke(wechattest.DefaultCorpID, wechattest.DefaultAgentSecret)
+	fresh, err := node.Invalidate(ctx, wecom.AccessToken, tok)
+	if err != nil || fresh == tok || !wc.Valid(fresh) {
+		t.Fatalf("after the node's report: %v, a new valid token %v", err, fresh != tok && wc.Valid(fresh))
+	}
+	if after := wc.Stats(); after.TokenGrants != before.TokenGrants+1 {
+		t.Errorf("the report cost %d grants at WeCom, want 1", after.TokenGrants-before.TokenGrants)
+	}
+	// The key is the portal's: the Official Account is not its.
+	tcShop, _ := tokenclient.New(tokenclient.Config{URLs: []string{"http://" + p.addr}, Key: cfgKeyA, App: "shop"})
+	if _, err := tcShop.Get(ctx, "access_token"); err == nil || !strings.Contains(err.Error(), "not allowed") {
+		t.Errorf("the portal's key on shop: %v, want a 403", err)
+	}
+	if code := p.stop(t); code != 0 {
+		t.Errorf("exit %d", code)
+	}
 }
