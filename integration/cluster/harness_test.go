@@ -5,7 +5,6 @@ package cluster
 // suites share.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/wechatconf/wechatconf/integration/backends"
+	"github.com/wechatconf/wechatconf/integration/internal/procout"
 	"github.com/wechatconf/wechatconf/internal/secret"
 	"github.com/wechatconf/wechatconf/wechattest"
 )
@@ -77,7 +77,7 @@ type peer struct {
 
 	// Child processes only.
 	proc    *exec.Cmd
-	stderr  *syncBuffer
+	stderr  *procout.Buffer
 	exited  chan struct{} // closed once the process was reaped
 	waitErr error         // its exit status, valid after exited
 	killed  atomic.Bool
@@ -143,7 +143,7 @@ func (b *bed) startProcess(t *testing.T, spec nodeSpec) *peer {
 	if err != nil {
 		t.Fatalf("node %s: %v", spec.Name, err)
 	}
-	p := &peer{name: spec.Name, proc: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &peer{name: spec.Name, proc: cmd, stderr: &procout.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("node %s: start %s: %v", spec.Name, os.Args[0], err)
@@ -243,13 +243,13 @@ func (cl *cluster) stop() {
 			p.killed.Store(true)
 			_ = p.proc.Process.Kill()
 			<-p.exited
-			t.Errorf("node %s did not quit within %v; killed. stderr:\n%s", p.name, quitWait, p.stderr.tail())
+			t.Errorf("node %s did not quit within %v; killed. stderr:\n%s", p.name, quitWait, p.stderr.Tail())
 			continue
 		}
 		if p.waitErr != nil {
-			t.Errorf("node %s exited with %v. stderr:\n%s", p.name, p.waitErr, p.stderr.tail())
+			t.Errorf("node %s exited with %v. stderr:\n%s", p.name, p.waitErr, p.stderr.Tail())
 		} else if t.Failed() && p.stderr.Len() > 0 {
-			t.Logf("node %s stderr:\n%s", p.name, p.stderr.tail())
+			t.Logf("node %s stderr:\n%s", p.name, p.stderr.Tail())
 		}
 	}
 }
@@ -339,36 +339,7 @@ func (p *peer) stderrTail() string {
 	if p.stderr == nil {
 		return "(in-process)"
 	}
-	return p.stderr.tail()
-}
-
-// syncBuffer collects a child's stderr.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Len()
-}
-
-// tail returns the last 4 KiB, enough for a panic or a race report's head.
-func (s *syncBuffer) tail() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b := s.b.Bytes()
-	if len(b) > 4<<10 {
-		b = b[len(b)-4<<10:]
-	}
-	return string(b)
+	return p.stderr.Tail()
 }
 
 // calls flattens the callers of replies.

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/wechatconf/wechatconf/conf"
+	"github.com/wechatconf/wechatconf/integration/internal/procout"
 	"github.com/wechatconf/wechatconf/tokenclient"
 )
 
@@ -262,7 +263,7 @@ type client struct {
 	cmd    *exec.Cmd
 	enc    *json.Encoder
 	out    chan clientReply
-	stderr *syncBuffer
+	stderr *procout.Buffer
 	done   chan struct{}
 	err    error
 }
@@ -284,7 +285,7 @@ func startClient(t *testing.T, spec clientSpec) *client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &client{name: spec.Name, cmd: cmd, enc: json.NewEncoder(stdin), out: make(chan clientReply, 16), stderr: &syncBuffer{}, done: make(chan struct{})}
+	c := &client{name: spec.Name, cmd: cmd, enc: json.NewEncoder(stdin), out: make(chan clientReply, 16), stderr: &procout.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("client %s: %v", spec.Name, err)
@@ -346,13 +347,13 @@ func (c *client) tryRecv(op string) (clientReply, error) {
 	case r, ok := <-c.out:
 		switch {
 		case !ok:
-			return r, fmt.Errorf("client %s ended (%v) before its %s reply. stderr:\n%s", c.name, c.err, op, c.stderr.tail())
+			return r, fmt.Errorf("client %s ended (%v) before its %s reply. stderr:\n%s", c.name, c.err, op, c.stderr.Tail())
 		case r.Op != op || r.Err != "":
 			return r, fmt.Errorf("client %s: asked %s, got %s: %s", c.name, op, r.Op, r.Err)
 		}
 		return r, nil
 	case <-time.After(callTimeout + replySlack):
-		return clientReply{}, fmt.Errorf("client %s: no %s reply. stderr:\n%s", c.name, op, c.stderr.tail())
+		return clientReply{}, fmt.Errorf("client %s: no %s reply. stderr:\n%s", c.name, op, c.stderr.Tail())
 	}
 }
 
@@ -367,7 +368,7 @@ func (c *client) quit(t *testing.T) clientReply {
 		t.Fatalf("client %s did not exit", c.name)
 	}
 	if c.err != nil {
-		t.Errorf("client %s exited with %v. stderr:\n%s", c.name, c.err, c.stderr.tail())
+		t.Errorf("client %s exited with %v. stderr:\n%s", c.name, c.err, c.stderr.Tail())
 	}
 	return r
 }

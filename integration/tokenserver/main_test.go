@@ -217,7 +217,7 @@ func TestTokenServer(t *testing.T) {
 	for _, s := range srvs {
 		out := s.stderr.String()
 		if strings.Contains(out, "DATA RACE") {
-			t.Errorf("%s had a data race:\n%s", s.name, s.stderr.tail())
+			t.Errorf("%s had a data race:\n%s", s.name, s.stderr.Tail())
 		}
 		secrets := []string{serverKey, shopOnlyKey}
 		for _, a := range apps {
@@ -233,7 +233,7 @@ func TestTokenServer(t *testing.T) {
 			}
 		}
 		if t.Failed() {
-			t.Logf("%s stderr:\n%s", s.name, s.stderr.tail())
+			t.Logf("%s stderr:\n%s", s.name, s.stderr.Tail())
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wechatconf/wechatconf/integration/internal/procout"
 	"github.com/wechatconf/wechatconf/wechattest"
 )
 
@@ -165,7 +166,7 @@ type serveProc struct {
 	home string
 	addr string
 
-	stderr syncBuffer // every run's, in order
+	stderr procout.Buffer // every run's, in order
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error // the exit status, valid once done is closed
@@ -275,7 +276,7 @@ func (p *serveProc) wait(t *testing.T) {
 type lineWatch struct {
 	re    *regexp.Regexp
 	found chan string
-	all   *syncBuffer
+	all   *procout.Buffer
 
 	mu   sync.Mutex
 	buf  bytes.Buffer
@@ -295,31 +296,4 @@ func (w *lineWatch) Write(b []byte) (int, error) {
 		}
 	}
 	return len(b), nil
-}
-
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// tail is the last 4 KiB, enough for a panic or a race report's head.
-func (s *syncBuffer) tail() string {
-	str := s.String()
-	if len(str) > 4<<10 {
-		str = str[len(str)-4<<10:]
-	}
-	return str
 }
