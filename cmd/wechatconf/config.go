@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/wechatconf/wechatconf/tokenclient"
 	"github.com/wechatconf/wechatconf/wecom"
 )
 
@@ -433,22 +434,16 @@ func readSecretSource(what, file, env, dir string, getenv func(string) string, f
 }
 
 // checkName accepts an app id or key name: [a-z0-9][a-z0-9_-]{0,63}, safe
-// in a URL path, a metric label and a log line.
+// in a URL path, a metric label and a log line. The rule is the protocol's
+// (tokenclient.ValidApp), so that the server and its Go client agree.
 func checkName(s string) error {
-	if s == "" {
+	switch {
+	case s == "":
 		return errors.New("missing")
-	}
-	if len(s) > maxAppIDLen {
+	case len(s) > maxAppIDLen:
 		return fmt.Errorf("over %d characters", maxAppIDLen)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case (c == '-' || c == '_') && i > 0:
-		default:
-			return fmt.Errorf("%q: use lower-case letters, digits, - and _ (not first)", oneLine(s))
-		}
+	case !tokenclient.ValidApp(s):
+		return fmt.Errorf("%q: use lower-case letters, digits, - and _ (not first)", oneLine(s))
 	}
 	return nil
 }

@@ -22,7 +22,6 @@ const (
 	deployDockerfile = "../../deploy/container/Dockerfile"
 )
 
-
 func TestDeploySystemdUnit(t *testing.T) {
 	unit := deployReadUnit(t, deployUnit)
 	svc := unit["Service"]

@@ -83,17 +83,25 @@ func newApps(t *testing.T) *apps {
 		t.Fatal(err)
 	}
 	st := store.NewMemory()
+	reg, m, h := newTestServer(t, p, st, log)
+	a.e = &cmdEnv{o: &options{}, log: log, metrics: m, store: st, reg: reg, configPath: path, getenv: getenv, files: files,
+		storeURL: p.store, storeFromFile: true}
+	a.srv = httptest.NewServer(h)
+	t.Cleanup(a.srv.Close)
+	return a
+}
+
+// newTestServer starts the apps of p on st as serve --config does, closed
+// at the end of the test, and their handler.
+func newTestServer(tb testing.TB, p *plan, st store.Store, log *slog.Logger) (*registry, *metrics, *handler) {
+	tb.Helper()
 	m := newMetrics("")
 	reg, err := newRegistry(p, &appBuilder{st: st, log: log, m: m})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { reg.close() })
-	a.e = &cmdEnv{o: &options{}, log: log, metrics: m, store: st, reg: reg, configPath: path, getenv: getenv, files: files,
-		storeURL: p.store, storeFromFile: true}
-	a.srv = httptest.NewServer(newSetHandler(reg, st, "{wechatconf}:readyz", m, log))
-	t.Cleanup(a.srv.Close)
-	return a
+	tb.Cleanup(func() { reg.close() })
+	return reg, m, newSetHandler(reg, st, "{wechatconf}:readyz", m, log)
 }
 
 // write replaces the configuration file.

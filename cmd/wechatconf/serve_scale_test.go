@@ -232,14 +232,8 @@ func BenchmarkServeAppRoute(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		st := store.NewMemory()
-		m := newMetrics("")
-		reg, err := newRegistry(p, &appBuilder{st: st, log: log, m: m})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { reg.close() })
-		return newSetHandler(reg, st, "{wechatconf}:readyz", m, log)
+		_, _, h := newTestServer(b, p, store.NewMemory(), log)
+		return h
 	}
 	for _, bc := range []struct {
 		name string
