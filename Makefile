@@ -3,8 +3,9 @@
 #   make test         everything, with -race, on a fresh Debian machine:
 #                     deps -> unit (Docker and image prepared meanwhile)
 #                     -> integration -> deploy -> modules
-#   make unit         root module: go vet, unit tests (real servers from the
-#                     machine's redis-server, memcached, postgresql-15)
+#   make unit         every module's Go files gofmt-clean; root module: go vet,
+#                     unit tests (real servers from the machine's
+#                     redis-server, memcached, postgresql-15)
 #   make integration  integration/ against servers in Docker containers
 #                     (starts the engine and builds the local image if needed)
 #   make deploy       build and run the container image, verify the systemd
@@ -98,8 +99,13 @@ deps:
 
 unit:
 	@start=$$SECONDS
-	echo "== unit: go vet and go test $(TESTFLAGS) in the root module"
+	echo "== unit: gofmt, go vet and go test $(TESTFLAGS) in the root module"
 	status=0
+	unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*'))
+	if [ -n "$$unformatted" ]; then
+		echo "== unit: not gofmt-formatted (run gofmt -w): $$unformatted"
+		status=1
+	fi
 	$(GO) vet ./... || status=1
 	$(GO) test $(TESTFLAGS) $(BENCHFLAGS) ./... || status=1
 	echo "== unit: done in $$((SECONDS - start))s"
