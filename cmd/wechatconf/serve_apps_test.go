@@ -206,10 +206,27 @@ func TestServeAppsScopedKeys(t *testing.T) {
 	if s := a.fake.Stats(); s.TokenGrants != 3 {
 		t.Errorf("%d token grants for three apps, want 3", s.TokenGrants)
 	}
-	// The log names apps, never a key or a secret.
-	for _, s := range []string{cfgKeyA, keyShopNew, keyApps, keyOps, cfgSecretA, cfgSecretB, wechattest.DefaultAgentSecret} {
+	// The log and /metrics name apps, never a key, a secret or a
+	// credential; /metrics has each app's series under its id.
+	metrics := scrape(t, a.srv.URL)
+	for _, s := range []string{cfgKeyA, keyShopNew, keyApps, keyOps, hexSum(cfgKeyA), cfgSecretA, cfgSecretB, wechattest.DefaultAgentSecret,
+		a.fake.CurrentToken(appShop), a.fake.CurrentToken(appNews), a.fake.CurrentToken(appMini)} {
 		if strings.Contains(a.logs.String(), s) {
-			t.Fatalf("the log shows a key or secret:\n%s", a.logs)
+			t.Fatalf("the log shows a key, secret or token:\n%s", a.logs)
+		}
+		if strings.Contains(metrics, s) {
+			t.Fatalf("/metrics shows a key, secret or token")
+		}
+	}
+	for _, want := range []string{
+		`wechatconf_grants_total{app="shop",kind="access_token"} 1`,
+		`wechatconf_grants_total{app="hr",kind="agent_config_ticket"} 1`,
+		`wechatconf_http_requests_total{app="shop",code="404",path="/v1/apps/{id}/agent_config_ticket"} 1`,
+		`wechatconf_http_requests_total{app="",code="401",path="/v1/apps/{id}/access_token"} 2`,
+		`wechatconf_http_requests_total{app="",code="403",path="/v1/apps/{id}/access_token"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 }
