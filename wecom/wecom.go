@@ -360,14 +360,8 @@ func ValidateCorpID(id string) error {
 	if id == "" {
 		return fmt.Errorf("%w: empty CorpID", ErrNeedParam)
 	}
-	if len(id) > 64 {
-		return fmt.Errorf("wecom: CorpID of %d bytes: no CorpID is longer than 64", len(id))
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			return fmt.Errorf("wecom: CorpID: byte %d (%q) is not a letter, digit, '_' or '-'", i, c)
-		}
+	if err := wxapi.CheckID("CorpID", id); err != nil {
+		return fmt.Errorf("wecom: %w", err)
 	}
 	return nil
 }

@@ -306,14 +306,15 @@ func newRegistry(p *plan, b *appBuilder) (*registry, error) {
 	return r, nil
 }
 
-// registryOf holds a set made elsewhere (the single-app flags).
-func registryOf(set *appSet, m *metrics, log *slog.Logger) *registry {
+// singleRegistry holds the one app a of a server of the flags, read by
+// holders of key; a's series are m's own (m.def), all made at once.
+func singleRegistry(a *app, key string, m *metrics, log *slog.Logger) *registry {
+	a.m = m.def
+	a.resolveSeries()
+	set := newAppSet([]*app{a}, []keyEntry{{name: "--key", sum: sha256.Sum256([]byte(key)), all: true}}, m)
 	r := &registry{m: m, log: log, grace: requestTimeout + 5*time.Second, retired: map[*app]*time.Timer{}}
-	for _, a := range set.list {
-		a.resolveSeries()
-	}
 	r.cur.Store(set)
-	m.setApps(len(set.list))
+	m.setApps(1)
 	return r
 }
 

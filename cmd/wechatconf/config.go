@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/wechatconf/wechatconf/internal/wxapi"
 	"github.com/wechatconf/wechatconf/tokenclient"
 	"github.com/wechatconf/wechatconf/wecom"
 )
@@ -76,17 +77,22 @@ const (
 	kindWeCom
 )
 
-var appKindNames = map[string]appKind{
-	"official_account": kindOfficialAccount,
-	"mini_program":     kindMiniProgram,
-	"wecom":            kindWeCom,
+// appKindNames are the kinds as the file names them, indexed by appKind.
+var appKindNames = [...]string{kindOfficialAccount: "official_account", kindMiniProgram: "mini_program", kindWeCom: "wecom"}
+
+// appKindOf returns the kind the file calls name.
+func appKindOf(name string) (appKind, bool) {
+	for k, n := range appKindNames {
+		if n != "" && n == name {
+			return appKind(k), true
+		}
+	}
+	return 0, false
 }
 
 func (k appKind) String() string {
-	for name, v := range appKindNames {
-		if v == k {
-			return name
-		}
+	if int(k) < len(appKindNames) && appKindNames[k] != "" {
+		return appKindNames[k]
 	}
 	return "unknown"
 }
@@ -304,7 +310,7 @@ func checkApp(fa *fileApp, defaultBases []string, dir string, getenv func(string
 		return nil, fmt.Errorf("id: %v", err)
 	}
 	s := &appSpec{id: fa.ID, stable: fa.StableToken}
-	kind, ok := appKindNames[fa.Kind]
+	kind, ok := appKindOf(fa.Kind)
 	if !ok {
 		return nil, fmt.Errorf("kind must be official_account, mini_program or wecom, got %q", oneLine(fa.Kind))
 	}
@@ -325,8 +331,11 @@ func checkApp(fa *fileApp, defaultBases []string, dir string, getenv func(string
 		if fa.CorpID != "" || fa.AgentID != 0 {
 			return nil, fmt.Errorf("corpid and agentid are a wecom app's: this app is a %s", kind)
 		}
-		if err := checkAppIDValue(fa.AppID); err != nil {
-			return nil, fmt.Errorf("appid: %v", err)
+		if fa.AppID == "" {
+			return nil, errors.New("appid: missing")
+		}
+		if err := wxapi.CheckID("appid", fa.AppID); err != nil {
+			return nil, err
 		}
 		s.appID = fa.AppID
 	}
@@ -444,24 +453,6 @@ func checkName(s string) error {
 		return fmt.Errorf("over %d characters", maxAppIDLen)
 	case !tokenclient.ValidApp(s):
 		return fmt.Errorf("%q: use lower-case letters, digits, - and _ (not first)", oneLine(s))
-	}
-	return nil
-}
-
-// checkAppIDValue accepts what an AppID can be: "wx" and 16 hex digits
-// today; any 1 to 64 ASCII letters and digits are let through, so that a
-// test app's or a future format's ID is not refused here.
-func checkAppIDValue(id string) error {
-	if id == "" {
-		return errors.New("missing")
-	}
-	if len(id) > maxAppIDLen {
-		return fmt.Errorf("%d bytes: no AppID is longer than %d", len(id), maxAppIDLen)
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			return fmt.Errorf("byte %d (%q) is not a letter, digit, '_' or '-'", i, c)
-		}
 	}
 	return nil
 }

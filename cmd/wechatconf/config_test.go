@@ -167,7 +167,7 @@ func TestLoadConfigMistakes(t *testing.T) {
 		{"key without apps", file(good, key("k", `[]`)), "apps is empty"},
 		{"key for no app", file(good, key("k", `["nope"]`)), `no app has id "nope"`},
 		{"star and ids", file(good, key("k", `["*", "shop"]`)), "not both"},
-		{"duplicate key name", file(good, key("k", `["shop"]`)+","+fmt.Sprintf(`{"name": "k", "env": "KEY_ALL", "apps": ["shop"]}`)), `name "k" is used twice`},
+		{"duplicate key name", file(good, key("k", `["shop"]`)+","+`{"name": "k", "env": "KEY_ALL", "apps": ["shop"]}`), `name "k" is used twice`},
 		{"same key twice", file(good, key("k1", `["shop"]`)+","+key("k2", `["shop"]`)), `the same key as "k1"`},
 		{"bad key name", file(good, key("K 1", `["shop"]`)), "name:"},
 	} {

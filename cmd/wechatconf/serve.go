@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,9 +121,8 @@ type handler struct {
 // to holders of key: the single-app server of the flags. m's own app is
 // c's.
 func newHandler(c *conf.Conf, st store.Store, key string, m *metrics, log *slog.Logger) *handler {
-	a := &app{id: m.def.app, kind: kindOfficialAccount, oa: c, m: m.def}
-	set := newAppSet([]*app{a}, []keyEntry{{name: "--key", sum: sha256.Sum256([]byte(key)), all: true}}, m)
-	return newSetHandler(registryOf(set, m, log), st, readyKey(c.AppID()), m, log)
+	a := &app{id: m.def.app, kind: kindOfficialAccount, oa: c}
+	return newSetHandler(singleRegistry(a, key, m, log), st, readyKey(c.AppID()), m, log)
 }
 
 // newSetHandler serves the apps of reg, on the store st that /readyz

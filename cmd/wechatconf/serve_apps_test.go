@@ -208,7 +208,7 @@ func TestServeAppsScopedKeys(t *testing.T) {
 	}
 	// The log and /metrics name apps, never a key, a secret or a
 	// credential; /metrics has each app's series under its id.
-	metrics := scrape(t, a.srv.URL)
+	metrics := scrapeMetrics(t, a.e.metrics)
 	for _, s := range []string{cfgKeyA, keyShopNew, keyApps, keyOps, hexSum(cfgKeyA), cfgSecretA, cfgSecretB, wechattest.DefaultAgentSecret,
 		a.fake.CurrentToken(appShop), a.fake.CurrentToken(appNews), a.fake.CurrentToken(appMini)} {
 		if strings.Contains(a.logs.String(), s) {
@@ -326,7 +326,7 @@ func TestServeAppsReload(t *testing.T) {
 	if a.e.reg.cur.Load().apps["shop"] != oldShop {
 		t.Error("an unchanged app was rebuilt")
 	}
-	body := scrape(t, a.srv.URL)
+	body := scrapeMetrics(t, a.e.metrics)
 	for _, want := range []string{`wechatconf_config_reloads_total{result="ok"} 1`, `wechatconf_config_reloads_total{result="error"} 3`, "wechatconf_apps 4"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
@@ -359,23 +359,12 @@ func TestServeAppsRetire(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	for strings.Contains(scrape(t, a.srv.URL), `app="mini"`) {
+	for strings.Contains(scrapeMetrics(t, a.e.metrics), `app="mini"`) {
 		if time.Now().After(deadline) {
 			t.Fatal("the retired app's series stayed")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-func scrape(t *testing.T, base string) string {
-	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
 }
 
 // The per-app hot path allocates no more than the single-app one.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -230,9 +229,7 @@ func setup(ctx context.Context, cmd *command, o *options, stdout, stderr io.Writ
 
 // serveSingle makes a the one app served, to holders of the --key.
 func (e *cmdEnv) serveSingle(a *app, readyAt string) {
-	a.m = e.metrics.def
-	set := newAppSet([]*app{a}, []keyEntry{{name: "--key", sum: sha256.Sum256([]byte(e.key)), all: true}}, e.metrics)
-	e.reg, e.readyAt = registryOf(set, e.metrics, e.log), readyAt
+	e.reg, e.readyAt = singleRegistry(a, e.key, e.metrics, e.log), readyAt
 }
 
 // checkCommandFlags checks the flags that belong to one command (WeCom's

@@ -326,3 +326,25 @@ func (t FailingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return nil, t.Err
 }
+
+// MaxIDLen is the longest AppID or CorpID accepted: WeChat's are 18 bytes.
+const MaxIDLen = 64
+
+// CheckID refuses what no AppID or CorpID is, so that every store
+// backend's key rules hold: 1 to MaxIDLen ASCII letters, digits, '_' or
+// '-' ("wx" or "ww" and 16 more today). The error says what is wrong; what
+// names the ID in it ("CorpID").
+func CheckID(what, id string) error {
+	if id == "" {
+		return fmt.Errorf("empty %s", what)
+	}
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("%s of %d bytes: none is longer than %d", what, len(id), MaxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return fmt.Errorf("%s: byte %d (%q) is not a letter, digit, '_' or '-'", what, i, c)
+		}
+	}
+	return nil
+}

@@ -39,6 +39,7 @@ import (
 
 	"github.com/wechatconf/wechatconf/store"
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // backend names this package in every *store.OpError it returns.
@@ -137,7 +138,7 @@ func New(db *bbolt.DB, opts ...Option) (*Store, error) {
 // Open opens (or creates) the bbolt file at path and returns a Store that
 // owns it: Close closes the file. When another process or another Open in
 // this process holds the file, Open gives up after the WithTimeout duration
-// with an error matching ErrFileLocked (and bbolt.ErrTimeout).
+// with an error matching ErrFileLocked (and berrors.ErrTimeout).
 func Open(path string, opts ...Option) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("boltstore: Open: path is empty")
@@ -148,7 +149,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: c.timeout})
 	if err != nil {
-		if errors.Is(err, bbolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("boltstore: open %q: no lock after %v: %w: %w", path, c.timeout, ErrFileLocked, err)
 		}
 		return nil, fmt.Errorf("boltstore: open %q: %w", path, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/wechatconf/wechatconf/store"
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // open returns a Store on a fresh file in t.TempDir, closed by t.Cleanup.
@@ -259,7 +260,7 @@ func TestClosedDBErrorsAreNotMisses(t *testing.T) {
 	defer s.Close()
 	db.Close()
 	_, err = s.Get(context.Background(), "k")
-	wantOpErr(t, err, "get", "k", bbolt.ErrDatabaseNotOpen)
+	wantOpErr(t, err, "get", "k", berrors.ErrDatabaseNotOpen)
 	if errors.Is(err, store.ErrNotFound) {
 		t.Fatal("closed DB reported as a miss")
 	}
@@ -657,8 +658,8 @@ func TestSecondOpenFailsWithFileLocked(t *testing.T) {
 	case <-time.After(time.Minute): // a hang detector, not a timing check
 		t.Fatal("second Open hung")
 	}
-	if !errors.Is(err, ErrFileLocked) || !errors.Is(err, bbolt.ErrTimeout) {
-		t.Fatalf("second Open: %v, want ErrFileLocked wrapping bbolt.ErrTimeout", err)
+	if !errors.Is(err, ErrFileLocked) || !errors.Is(err, berrors.ErrTimeout) {
+		t.Fatalf("second Open: %v, want ErrFileLocked wrapping berrors.ErrTimeout", err)
 	}
 	for _, want := range []string{"boltstore: open", path, "in use", "redisstore", "pgstore", "memcachestore"} {
 		if !strings.Contains(err.Error(), want) {

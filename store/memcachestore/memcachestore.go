@@ -259,7 +259,7 @@ func (s *Store) Set(ctx context.Context, key string, item store.Item) error {
 	if err := checkKey(full); err != nil {
 		return opErr("set", key, err)
 	}
-	left := item.ExpiresAt.Sub(time.Now())
+	left := time.Until(item.ExpiresAt)
 	if left <= 0 {
 		return nil
 	}
